@@ -1,0 +1,1 @@
+//! The transport state machine (placeholder while the engine lands).

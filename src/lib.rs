@@ -1,0 +1,17 @@
+//! Holdfast: a browser realtime client that keeps server events flowing through whatever
+//! sits between the page and the server.
+//!
+//! Layers (see `DESIGN.md` §1 and the README):
+//! - [`engine`]: the pure transport state machine. No I/O, no clock, no randomness of its
+//!   own; it compiles natively and is tested with virtual time.
+//! - `web` (wasm32 only): turns browser callbacks into engine inputs and executes the
+//!   engine's commands. It makes no decisions.
+//! - `bindings` (wasm32 only): the `#[wasm_bindgen]` surface used by the JS wrapper.
+
+pub mod engine;
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;
+
+#[cfg(target_arch = "wasm32")]
+pub mod bindings;
