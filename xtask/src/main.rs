@@ -1,1 +1,131 @@
-fn main() {}
+//! `cargo xtask`: the project's own build and test driver.
+//!
+//! - `cargo xtask test`    installs what is missing, then runs every test suite and prints
+//!                         `N passed, N failed`.
+//! - `cargo xtask demo`    builds the package, starts the reference server with the demo
+//!                         event generator and serves the admin demo page until Ctrl-C.
+//! - `cargo xtask package` builds the npm package (wasm + glue + wrapper) and prints sizes.
+//!
+//! Every install step checks first and is skipped when already satisfied, so the second run
+//! starts testing at once. Only std is used here, so the driver itself builds in seconds.
+
+mod install;
+mod package;
+mod procs;
+mod suites;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Paths every command needs: the repository root and the cargo target directory.
+pub struct Ctx {
+    pub root: PathBuf,
+    pub target_dir: PathBuf,
+}
+
+impl Ctx {
+    fn discover() -> Ctx {
+        // xtask lives at <root>/xtask, so the root is the manifest dir's parent.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("xtask has a parent directory")
+            .to_path_buf();
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .map(|p| if p.is_absolute() { p } else { root.join(p) })
+            .unwrap_or_else(|| root.join("target"));
+        Ctx { root, target_dir }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let ctx = Ctx::discover();
+    put_cargo_bin_on_path();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => suites::run_all(&ctx, &args[1..]),
+        Some("demo") => demo(&ctx, &args[1..]),
+        Some("package") => build_package(&ctx).map(|_| ()),
+        Some("install") => install::ensure_all(&ctx),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 commands:\n  \
+                 test [--only SUITE]   install what is missing and run every test\n  \
+                 demo [--port N]       run the demo: reference server + admin page\n  \
+                 package               build the npm package and print its size\n  \
+                 install               only install the tools the tests need"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Tools installed by `cargo install` (wasm-bindgen, its test runner) land in
+/// `$CARGO_HOME/bin`, which a fresh shell may not have on PATH; cargo's runner lookup for
+/// wasm tests needs them there.
+fn put_cargo_bin_on_path() {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let Some(bin) = cargo_home.map(|h| h.join("bin")) else {
+        return;
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|p| p == bin) {
+        return;
+    }
+    let joined = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)))
+        .expect("PATH entries were already valid");
+    std::env::set_var("PATH", joined);
+}
+
+/// Installs the build tools the package needs and builds it.
+fn build_package(ctx: &Ctx) -> Result<package::PackageReport, String> {
+    install::ensure_build_tools(ctx)?;
+    package::run(&ctx.root, &ctx.target_dir)
+}
+
+/// `cargo xtask demo [--port N]`.
+fn demo(ctx: &Ctx, args: &[String]) -> Result<(), String> {
+    let port = match args.iter().position(|a| a == "--port") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or("--port needs a number, e.g. --port 8080")?,
+        None => 8080,
+    };
+    let report = build_package(ctx)?;
+    let site = assemble_demo_site(ctx, &report.package_dir)?;
+    let server = procs::build_server(ctx, true)?;
+    println!("starting the reference server with the demo deployment generator…");
+    let mut child = std::process::Command::new(&server)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--demo", "--static"])
+        .arg(&site)
+        .spawn()
+        .map_err(|e| format!("could not start {}: {e}", server.display()))?;
+    // The server prints its own "listening on" line; give the page URL on top of it.
+    println!("\n  Holdfast demo: http://127.0.0.1:{port}/   (Ctrl-C to stop)\n");
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the server exited with {status}"))
+    }
+}
+
+/// The demo site is the admin page with the built package beside it under `/pkg/`.
+fn assemble_demo_site(ctx: &Ctx, package_dir: &Path) -> Result<PathBuf, String> {
+    let site = ctx.target_dir.join("demo-site");
+    let _ = std::fs::remove_dir_all(&site);
+    procs::copy_dir(&ctx.root.join("examples/admin"), &site)?;
+    procs::copy_dir(package_dir, &site.join("pkg"))?;
+    Ok(site)
+}

@@ -1,0 +1,141 @@
+//! Installs what the tests and the package build need, each step only when it is missing.
+//!
+//! Contract: on a fresh Debian machine of this project's kind (rustup, Node, npm, root) every
+//! tool ends up installed by these steps alone; on a machine that has them, every step is a
+//! quick check. Nothing here downloads a prebuilt binary from outside the package registries
+//! (see TOOLCHAIN.md: wasm-bindgen-cli is built from crates.io, wasm-opt comes from npm's
+//! `binaryen`, browsers and servers from Debian).
+
+use crate::procs::{capture, run, which};
+use crate::Ctx;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+/// Debian packages the test suites drive, with the binary each one provides.
+const APT_TOOLS: &[(&str, &str)] = &[
+    ("chromium", "/usr/bin/chromium"),
+    ("chromium-driver", "/usr/bin/chromedriver"),
+    ("nginx", "/usr/sbin/nginx"),
+    ("redis-server", "/usr/bin/redis-server"),
+];
+
+/// Everything `cargo xtask test` needs.
+pub fn ensure_all(ctx: &Ctx) -> Result<(), String> {
+    ensure_apt_packages()?;
+    ensure_build_tools(ctx)
+}
+
+/// What building the browser package needs: the wasm target, wasm-bindgen-cli at the
+/// locked version, and the npm tooling (esbuild, typescript, binaryen's wasm-opt).
+pub fn ensure_build_tools(ctx: &Ctx) -> Result<(), String> {
+    ensure_wasm_target()?;
+    ensure_wasm_bindgen_cli(ctx)?;
+    ensure_npm_packages(&ctx.root)?;
+    for dir in ["examples/nextjs"] {
+        let dir = ctx.root.join(dir);
+        if dir.join("package-lock.json").exists() {
+            ensure_npm_packages(&dir)?;
+        }
+    }
+    Ok(())
+}
+
+fn ensure_wasm_target() -> Result<(), String> {
+    let installed = capture(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|l| l.trim() == WASM_TARGET) {
+        return Ok(());
+    }
+    step(&format!("rustup target add {WASM_TARGET}"));
+    run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+}
+
+/// The CLI must match the `wasm-bindgen` crate in Cargo.lock exactly, or the generated glue
+/// and the wasm disagree. `--locked` is deliberately absent: one of its locked dependencies
+/// is not in the registry mirror here (TOOLCHAIN.md, pitfall 1).
+fn ensure_wasm_bindgen_cli(ctx: &Ctx) -> Result<(), String> {
+    let wanted = locked_version(&ctx.root, "wasm-bindgen")?;
+    let have = capture(Command::new("wasm-bindgen").arg("--version")).unwrap_or_default();
+    let runner = capture(Command::new("wasm-bindgen-test-runner").arg("--version")).unwrap_or_default();
+    if have.split_whitespace().nth(1) == Some(wanted.as_str())
+        && runner.split_whitespace().nth(1) == Some(wanted.as_str())
+    {
+        return Ok(());
+    }
+    step(&format!("cargo install wasm-bindgen-cli --version {wanted} (about 2 minutes)"));
+    run(Command::new("cargo").args(["install", "wasm-bindgen-cli", "--force", "--version", &wanted]))
+}
+
+/// `npm ci` when node_modules is missing or older than the lock file.
+fn ensure_npm_packages(dir: &Path) -> Result<(), String> {
+    let lock = dir.join("package-lock.json");
+    if !lock.exists() {
+        return Ok(());
+    }
+    // npm writes node_modules/.package-lock.json on every install: it is the stamp.
+    let stamp = dir.join("node_modules/.package-lock.json");
+    if is_newer_or_equal(&stamp, &lock) && dir.join("node_modules/.bin").exists() {
+        return Ok(());
+    }
+    step(&format!("npm ci in {}", dir.display()));
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir))
+}
+
+/// Chromium, chromedriver, nginx and redis-server come from Debian. Installing needs root;
+/// without it the error names the packages to install.
+fn ensure_apt_packages() -> Result<(), String> {
+    let missing: Vec<&str> = APT_TOOLS
+        .iter()
+        .filter(|(_, bin)| !Path::new(bin).exists())
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let is_root = capture(Command::new("id").arg("-u")).map(|s| s.trim() == "0").unwrap_or(false);
+    if !is_root {
+        return Err(format!(
+            "missing system packages: {}. Install them with: sudo apt-get install -y {}",
+            missing.join(", "),
+            missing.join(" ")
+        ));
+    }
+    step(&format!("apt-get install {}", missing.join(" ")));
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The version of `crate_name` recorded in Cargo.lock.
+pub fn locked_version(root: &Path, crate_name: &str) -> Result<String, String> {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock"))
+        .map_err(|e| format!("cannot read Cargo.lock: {e}"))?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == format!("name = \"{crate_name}\"") {
+            if let Some(v) = lines.next().and_then(|l| l.trim().strip_prefix("version = ")) {
+                return Ok(v.trim_matches('"').to_string());
+            }
+        }
+    }
+    Err(format!("{crate_name} is not in Cargo.lock; run `cargo generate-lockfile`"))
+}
+
+/// Chromedriver for wasm-bindgen-test-runner.
+pub fn chromedriver() -> Option<PathBuf> {
+    which("chromedriver").or_else(|| Some(PathBuf::from("/usr/bin/chromedriver")).filter(|p| p.exists()))
+}
+
+fn is_newer_or_equal(a: &Path, b: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    matches!((modified(a), modified(b)), (Some(x), Some(y)) if x >= y)
+}
+
+fn step(what: &str) {
+    println!("==> install: {what}");
+}

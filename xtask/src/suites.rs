@@ -1,0 +1,218 @@
+//! `cargo xtask test`: every test suite, one after another, and one closing count.
+//!
+//! Suites:
+//! - `native`  — `cargo test --workspace`: the engine (behaviour, simulation, parsers), the
+//!               reference server's integration tests (real sockets, real redis-server) and
+//!               the deployment-config checks (real nginx).
+//! - `browser` — wasm-bindgen-test files `tests/browser_*.rs` in headless Chromium, against a
+//!               reference server this driver starts.
+//! - `e2e`     — Playwright (playwright-core driving /usr/bin/chromium) loading the built npm
+//!               package: `node --test tests/e2e/`.
+//!
+//! Each suite's own output streams through; its counts are read from the runner's summary
+//! lines. The last line is `N passed, N failed`. A suite that cannot run (a build error)
+//! counts as one failure, so a broken build can never look green.
+
+use crate::install;
+use crate::procs::{self, RunningServer};
+use crate::Ctx;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+}
+
+const SUITES: &[&str] = &["native", "browser", "e2e"];
+
+pub fn run_all(ctx: &Ctx, args: &[String]) -> Result<(), String> {
+    let only: Vec<&str> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i > 0 && args[i - 1] == "--only")
+        .map(|(_, a)| a.as_str())
+        .collect();
+    for name in &only {
+        if !SUITES.contains(name) {
+            return Err(format!("unknown suite `{name}`; suites are {}", SUITES.join(", ")));
+        }
+    }
+    install::ensure_all(ctx)?;
+
+    let mut total = Counts::default();
+    let mut lines = Vec::new();
+    for &suite in SUITES {
+        if !only.is_empty() && !only.contains(&suite) {
+            continue;
+        }
+        println!("\n==> suite {suite}");
+        let counts = match run_suite(ctx, suite) {
+            Ok(c) => c,
+            Err(message) => {
+                eprintln!("suite {suite} could not run: {message}");
+                Counts { passed: 0, failed: 1 }
+            }
+        };
+        lines.push(format!(
+            "  {suite:<8} {} passed, {} failed",
+            counts.passed, counts.failed
+        ));
+        total.passed += counts.passed;
+        total.failed += counts.failed;
+    }
+    println!("\n==> summary");
+    for l in &lines {
+        println!("{l}");
+    }
+    println!("{} passed, {} failed", total.passed, total.failed);
+    if total.failed > 0 {
+        Err(format!("{} test(s) failed", total.failed))
+    } else if total.passed == 0 {
+        Err("no test ran".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn run_suite(ctx: &Ctx, suite: &str) -> Result<Counts, String> {
+    match suite {
+        "native" => {
+            let mut cmd = Command::new("cargo");
+            cmd.args(["test", "--workspace"]).current_dir(&ctx.root);
+            stream_and_count(&mut cmd, parse_cargo_line)
+        }
+        "browser" => browser_suite(ctx),
+        "e2e" => e2e_suite(ctx),
+        _ => unreachable!("suite names are checked in run_all"),
+    }
+}
+
+fn browser_suite(ctx: &Ctx) -> Result<Counts, String> {
+    let has_browser_tests = std::fs::read_dir(ctx.root.join("tests"))
+        .map(|d| {
+            d.filter_map(Result::ok).any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with("browser_") && name.ends_with(".rs")
+            })
+        })
+        .unwrap_or(false);
+    if !has_browser_tests {
+        return Err("no tests/browser_*.rs files found".into());
+    }
+    let server_bin = procs::build_server(ctx, false)?;
+    let server = RunningServer::start(&server_bin, &[])?;
+    let chromedriver = install::chromedriver().ok_or("chromedriver is not installed")?;
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "test",
+        "-p",
+        "holdfast",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--test",
+        "browser_*",
+    ])
+    .env("HOLDFAST_TEST_URL", &server.url)
+    .env("CHROMEDRIVER", chromedriver)
+    .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
+    .current_dir(&ctx.root);
+    stream_and_count(&mut cmd, parse_cargo_line)
+}
+
+fn e2e_suite(ctx: &Ctx) -> Result<Counts, String> {
+    let report = crate::package::run(&ctx.root, &ctx.target_dir)?;
+    let server_bin = procs::build_server(ctx, false)?;
+    let mut cmd = Command::new("node");
+    cmd.args(["--test", "--test-reporter=tap", "--test-concurrency=1"])
+        .arg(ctx.root.join("tests/e2e"))
+        .env("HOLDFAST_SERVER_BIN", &server_bin)
+        .env("HOLDFAST_PACKAGE_DIR", &report.package_dir)
+        .env("HOLDFAST_ROOT", &ctx.root)
+        .current_dir(&ctx.root);
+    stream_and_count(&mut cmd, parse_tap_line)
+}
+
+/// Runs `cmd`, echoing its stdout line by line and adding up the counts `parse` finds.
+/// A runner that exits non-zero without reporting a failure counts as one failure.
+fn stream_and_count(
+    cmd: &mut Command,
+    parse: fn(&str, &mut Counts),
+) -> Result<Counts, String> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", procs::describe(cmd)))?;
+    let mut counts = Counts::default();
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        println!("{line}");
+        parse(&line, &mut counts);
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if !status.success() && counts.failed == 0 {
+        counts.failed = 1;
+        eprintln!("`{}` exited with {status}", procs::describe(cmd));
+    }
+    Ok(counts)
+}
+
+/// `test result: ok. 12 passed; 0 failed; 0 ignored; …` (cargo and wasm-bindgen-test-runner).
+fn parse_cargo_line(line: &str, c: &mut Counts) {
+    let Some(rest) = line.trim().strip_prefix("test result: ") else {
+        return;
+    };
+    for part in rest.split(';') {
+        let mut words = part.split_whitespace().rev();
+        let (Some(label), Some(n)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let n: u64 = n.parse().unwrap_or(0);
+        match label {
+            "passed" => c.passed += n,
+            "failed" => c.failed += n,
+            _ => {}
+        }
+    }
+}
+
+/// TAP summary lines from node's test runner: `# pass 3`, `# fail 0`.
+fn parse_tap_line(line: &str, c: &mut Counts) {
+    let line = line.trim();
+    if let Some(n) = line.strip_prefix("# pass ") {
+        c.passed += n.trim().parse().unwrap_or(0);
+    } else if let Some(n) = line.strip_prefix("# fail ") {
+        c.failed += n.trim().parse().unwrap_or(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_counts_from_cargo_summary_lines() {
+        let mut c = Counts::default();
+        parse_cargo_line(
+            "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+            &mut c,
+        );
+        parse_cargo_line(
+            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured",
+            &mut c,
+        );
+        parse_cargo_line("running 5 tests", &mut c);
+        assert_eq!((c.passed, c.failed), (15, 2));
+    }
+
+    #[test]
+    fn reads_counts_from_tap_summary_lines() {
+        let mut c = Counts::default();
+        for l in ["# tests 4", "# pass 3", "# fail 1", "ok 1 - x"] {
+            parse_tap_line(l, &mut c);
+        }
+        assert_eq!((c.passed, c.failed), (3, 1));
+    }
+}
