@@ -1,0 +1,496 @@
+//! Turning server frames into [`Item`]s.
+//!
+//! Contract: pure functions over any JSON representation implementing [`JsonValue`]
+//! (`serde_json::Value` in native tests, `JsValue` in the browser, so payloads are never
+//! copied through Rust). A frame is one event object, an array of them, or a poll body
+//! `{"events":[...], "cursor":…}`. Field names come from [`Interop`]. An event without a
+//! data field delivers the whole object as its data. Every input either decodes or returns
+//! a [`FrameError`]; nothing panics.
+
+use super::error::FrameError;
+use super::options::Interop;
+use super::sse::SseEvent;
+use super::types::Item;
+use super::util::u64_to_string;
+
+/// The few operations the decoder needs from a JSON value.
+pub trait JsonValue: Clone {
+    /// Parses JSON text; `None` when it is not valid JSON.
+    fn parse_json(text: &str) -> Option<Self>;
+    /// A JSON string value.
+    fn from_string(s: &str) -> Self;
+    /// Field `key` of an object (`None` when not an object, or missing, or `undefined`).
+    fn get(&self, key: &str) -> Option<Self>;
+    /// The value as a string, when it is a string.
+    fn as_string(&self) -> Option<String>;
+    /// The value as a number, when it is a number.
+    fn as_f64(&self) -> Option<f64>;
+    /// Whether it is an object (not an array, not null).
+    fn is_object(&self) -> bool;
+    /// The elements, when it is an array.
+    fn as_array(&self) -> Option<Vec<Self>>;
+    /// Whether it is JSON `null`.
+    fn is_null(&self) -> bool;
+}
+
+/// Control `type`s reserved by the protocol (besides the configurable pong/heartbeat).
+const HELLO: &str = "hello";
+const RESET: &str = "reset";
+const ACK: &str = "ack";
+const ERROR: &str = "error";
+const PING: &str = "ping";
+
+/// An id given as a string or as an integral number (`{"id": 42}` from existing backends).
+fn id_of<V: JsonValue>(v: &V) -> Result<Option<String>, ()> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    if let Some(s) = v.as_string() {
+        return Ok(Some(s));
+    }
+    if let Some(n) = v.as_f64() {
+        if n.is_finite() && n >= 0.0 && n.fract() == 0.0 && n < 9_007_199_254_740_992.0 {
+            return Ok(Some(u64_to_string(n as u64)));
+        }
+    }
+    Err(())
+}
+
+fn opt_string<V: JsonValue>(obj: &V, key: &str) -> Option<String> {
+    obj.get(key).and_then(|v| id_of(&v).ok().flatten())
+}
+
+/// Decodes one object (an event or a control frame).
+pub fn decode_object<V: JsonValue>(obj: &V, interop: &Interop) -> Result<Item<V>, FrameError> {
+    decode_object_with(obj, interop, None, None)
+}
+
+fn decode_object_with<V: JsonValue>(
+    obj: &V,
+    interop: &Interop,
+    kind_hint: Option<&str>,
+    id_hint: Option<&str>,
+) -> Result<Item<V>, FrameError> {
+    if !obj.is_object() {
+        return Err(FrameError::NotAnObject);
+    }
+    let kind = match obj.get(&interop.type_field) {
+        Some(t) if t.is_null() => None,
+        Some(t) => Some(t.as_string().ok_or(FrameError::BadField("type"))?),
+        None => None,
+    };
+    let kind = kind.or_else(|| kind_hint.map(String::from));
+    let k = kind.as_deref().unwrap_or("message");
+    if k == interop.pong_type {
+        return Ok(Item::Pong);
+    }
+    if k == interop.heartbeat_type || k == PING {
+        return Ok(Item::Heartbeat);
+    }
+    match k {
+        HELLO => {
+            let heartbeat_ms = obj
+                .get("heartbeatMs")
+                .and_then(|v| v.as_f64())
+                .filter(|n| n.is_finite() && *n >= 0.0)
+                .map(|n| n as u64);
+            Ok(Item::Hello {
+                cursor: opt_string(obj, "cursor"),
+                heartbeat_ms,
+            })
+        }
+        RESET => Ok(Item::Reset {
+            reason: obj
+                .get("reason")
+                .and_then(|v| v.as_string())
+                .unwrap_or_default(),
+            oldest: opt_string(obj, "oldest"),
+        }),
+        ACK => match opt_string(obj, &interop.id_field) {
+            Some(id) => Ok(Item::Ack { id }),
+            None => Err(FrameError::BadField("id")),
+        },
+        ERROR => Ok(Item::ServerError {
+            code: obj
+                .get("code")
+                .or_else(|| obj.get("error"))
+                .and_then(|v| v.as_string())
+                .unwrap_or_default(),
+            message: obj
+                .get("message")
+                .and_then(|v| v.as_string())
+                .unwrap_or_default(),
+        }),
+        _ => {
+            let id = match obj.get(&interop.id_field) {
+                Some(v) => id_of(&v).map_err(|_| FrameError::BadField("id"))?,
+                None => None,
+            };
+            let id = id.or_else(|| id_hint.map(String::from));
+            let data = obj.get(&interop.data_field).unwrap_or_else(|| obj.clone());
+            Ok(Item::Event {
+                id,
+                kind: kind.unwrap_or_else(|| String::from("message")),
+                data,
+            })
+        }
+    }
+}
+
+/// Decodes a parsed WebSocket frame or poll body: an object, an array of objects, or
+/// `{"events":[...], "cursor":…}` (the cursor becomes a trailing [`Item::Hello`]).
+pub fn decode_frame<V: JsonValue>(v: &V, interop: &Interop) -> Result<Vec<Item<V>>, FrameError> {
+    if let Some(arr) = v.as_array() {
+        return arr.iter().map(|o| decode_object(o, interop)).collect();
+    }
+    if !v.is_object() {
+        return Err(FrameError::NotAnObject);
+    }
+    if v.get(&interop.type_field).is_none() {
+        if let Some(events) = v.get(&interop.events_field) {
+            let arr = events.as_array().ok_or(FrameError::BadField("events"))?;
+            let mut items = Vec::with_capacity(arr.len() + 1);
+            for o in &arr {
+                items.push(decode_object(o, interop)?);
+            }
+            if let Some(cursor) = opt_string(v, "cursor") {
+                items.push(Item::Hello {
+                    cursor: Some(cursor),
+                    heartbeat_ms: None,
+                });
+            }
+            return Ok(items);
+        }
+    }
+    Ok(vec![decode_object(v, interop)?])
+}
+
+/// Decodes a WebSocket text frame or a poll body: checks the size, recognises a plain-text
+/// pong (`pong`) or heartbeat, parses JSON, then [`decode_frame`].
+pub fn decode_text<V: JsonValue>(
+    text: &str,
+    interop: &Interop,
+    max_bytes: usize,
+) -> Result<Vec<Item<V>>, FrameError> {
+    if text.len() > max_bytes {
+        return Err(FrameError::TooLarge {
+            size: text.len(),
+            limit: max_bytes,
+        });
+    }
+    let t = text.trim();
+    if t == interop.pong_type {
+        return Ok(vec![Item::Pong]);
+    }
+    if t == interop.heartbeat_type || t == PING {
+        return Ok(vec![Item::Heartbeat]);
+    }
+    let v = V::parse_json(text).ok_or(FrameError::InvalidJson)?;
+    decode_frame(&v, interop)
+}
+
+/// Decodes one SSE event. Control events (`event: hello`, `reset`, …) take their fields from
+/// the JSON data. Other events deliver the JSON data (or the raw text when it is not JSON)
+/// with the SSE `event` name as kind and the SSE `id`. An unnamed event whose data is an
+/// object with a `type` field is decoded like a WebSocket frame (existing backends).
+pub fn decode_sse_event<V: JsonValue>(
+    ev: &SseEvent,
+    interop: &Interop,
+) -> Result<Item<V>, FrameError> {
+    let name = ev.event.as_str();
+    let is_control = name == HELLO
+        || name == RESET
+        || name == ACK
+        || name == ERROR
+        || name == PING
+        || name == interop.pong_type
+        || name == interop.heartbeat_type;
+    let parsed = V::parse_json(&ev.data);
+    if is_control {
+        return match parsed {
+            Some(obj) if obj.is_object() => {
+                decode_object_with(&obj, interop, Some(name), ev.id.as_deref()).map(|item| {
+                    match item {
+                        // `{"type":…}` inside may disagree with the event name; the name wins.
+                        Item::Event { .. } => control_without_body(name, interop),
+                        other => other,
+                    }
+                })
+            }
+            _ => Ok(control_without_body(name, interop)),
+        };
+    }
+    if name == "message" {
+        if let Some(obj) = &parsed {
+            if obj.is_object() && obj.get(&interop.type_field).is_some() {
+                return decode_object_with(obj, interop, None, ev.id.as_deref());
+            }
+        }
+    }
+    Ok(Item::Event {
+        id: ev.id.clone(),
+        kind: ev.event.clone(),
+        data: parsed.unwrap_or_else(|| V::from_string(&ev.data)),
+    })
+}
+
+fn control_without_body<V>(name: &str, interop: &Interop) -> Item<V> {
+    match name {
+        HELLO => Item::Hello {
+            cursor: None,
+            heartbeat_ms: None,
+        },
+        RESET => Item::Reset {
+            reason: String::new(),
+            oldest: None,
+        },
+        ERROR => Item::ServerError {
+            code: String::new(),
+            message: String::new(),
+        },
+        n if n == interop.pong_type => Item::Pong,
+        _ => Item::Heartbeat,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// The native [`JsonValue`] used by every engine test.
+    impl JsonValue for Value {
+        fn parse_json(text: &str) -> Option<Self> {
+            serde_json::from_str(text).ok()
+        }
+        fn from_string(s: &str) -> Self {
+            Value::String(s.into())
+        }
+        fn get(&self, key: &str) -> Option<Self> {
+            self.as_object().and_then(|o| o.get(key)).cloned()
+        }
+        fn as_string(&self) -> Option<String> {
+            self.as_str().map(String::from)
+        }
+        fn as_f64(&self) -> Option<f64> {
+            Value::as_f64(self)
+        }
+        fn is_object(&self) -> bool {
+            Value::is_object(self)
+        }
+        fn as_array(&self) -> Option<Vec<Self>> {
+            Value::as_array(self).cloned()
+        }
+        fn is_null(&self) -> bool {
+            Value::is_null(self)
+        }
+    }
+
+    fn io() -> Interop {
+        Interop::default()
+    }
+
+    #[test]
+    fn an_event_object_decodes_with_id_type_and_data() {
+        let v = json!({"id":"1-2","type":"progress","data":{"p":40}});
+        assert_eq!(
+            decode_frame(&v, &io()).unwrap(),
+            vec![Item::Event {
+                id: Some("1-2".into()),
+                kind: "progress".into(),
+                data: json!({"p":40})
+            }]
+        );
+    }
+
+    #[test]
+    fn an_event_without_data_delivers_the_whole_object() {
+        let v = json!({"id":7,"type":"log","msg":"hi"});
+        assert_eq!(
+            decode_frame(&v, &io()).unwrap(),
+            vec![Item::Event {
+                id: Some("7".into()),
+                kind: "log".into(),
+                data: v.clone()
+            }]
+        );
+    }
+
+    #[test]
+    fn arrays_and_poll_bodies_decode_in_order() {
+        let v = json!([{"id":1,"type":"a","data":1},{"id":2,"type":"b","data":2}]);
+        assert_eq!(decode_frame(&v, &io()).unwrap().len(), 2);
+        let v = json!({"events":[{"id":"1-0","type":"a","data":1}],"cursor":"1-0"});
+        let items = decode_frame(&v, &io()).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            items[1],
+            Item::Hello {
+                cursor: Some("1-0".into()),
+                heartbeat_ms: None
+            }
+        );
+        assert_eq!(decode_frame(&json!([]), &io()).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn control_frames_are_recognised() {
+        let d = |v: Value| decode_frame(&v, &io()).unwrap().remove(0);
+        assert_eq!(
+            d(json!({"type":"hello","cursor":"5-0","heartbeatMs":25000})),
+            Item::Hello {
+                cursor: Some("5-0".into()),
+                heartbeat_ms: Some(25000)
+            }
+        );
+        assert_eq!(d(json!({"type":"pong"})), Item::Pong);
+        assert_eq!(d(json!({"type":"heartbeat"})), Item::Heartbeat);
+        assert_eq!(
+            d(json!({"type":"ack","id":"m-1"})),
+            Item::Ack { id: "m-1".into() }
+        );
+        assert_eq!(
+            d(json!({"type":"reset","reason":"gone","oldest":"9-0"})),
+            Item::Reset {
+                reason: "gone".into(),
+                oldest: Some("9-0".into())
+            }
+        );
+        assert_eq!(
+            d(json!({"type":"error","code":"forbidden","message":"no"})),
+            Item::ServerError {
+                code: "forbidden".into(),
+                message: "no".into()
+            }
+        );
+    }
+
+    #[test]
+    fn interop_names_are_configurable() {
+        let mut i = io();
+        i.id_field = "seq".into();
+        i.type_field = "kind".into();
+        i.data_field = "payload".into();
+        i.events_field = "items".into();
+        let v = json!({"items":[{"seq":3,"kind":"x","payload":true}]});
+        assert_eq!(
+            decode_frame(&v, &i).unwrap(),
+            vec![Item::Event {
+                id: Some("3".into()),
+                kind: "x".into(),
+                data: json!(true)
+            }]
+        );
+    }
+
+    #[test]
+    fn plain_text_pong_and_bad_json_are_handled() {
+        assert_eq!(
+            decode_text::<Value>("pong", &io(), 100).unwrap(),
+            vec![Item::Pong]
+        );
+        assert_eq!(
+            decode_text::<Value>("{nope", &io(), 100).unwrap_err(),
+            FrameError::InvalidJson
+        );
+        assert_eq!(
+            decode_text::<Value>("42", &io(), 100).unwrap_err(),
+            FrameError::NotAnObject
+        );
+        assert_eq!(
+            decode_text::<Value>("[1]", &io(), 100).unwrap_err(),
+            FrameError::NotAnObject
+        );
+        assert_eq!(
+            decode_text::<Value>(r#"{"type":5}"#, &io(), 100).unwrap_err(),
+            FrameError::BadField("type")
+        );
+        assert_eq!(
+            decode_text::<Value>(r#"{"id":-1}"#, &io(), 100).unwrap_err(),
+            FrameError::BadField("id")
+        );
+        assert_eq!(
+            decode_text::<Value>(r#"{"id":1.5}"#, &io(), 100).unwrap_err(),
+            FrameError::BadField("id")
+        );
+        assert_eq!(
+            decode_text::<Value>(r#"{"events":3}"#, &io(), 100).unwrap_err(),
+            FrameError::BadField("events")
+        );
+        assert!(matches!(
+            decode_text::<Value>(&"x".repeat(101), &io(), 100).unwrap_err(),
+            FrameError::TooLarge {
+                size: 101,
+                limit: 100
+            }
+        ));
+    }
+
+    #[test]
+    fn sse_events_decode_with_their_name_and_id() {
+        let ev = |id: Option<&str>, name: &str, data: &str| SseEvent {
+            id: id.map(Into::into),
+            last_event_id: String::new(),
+            event: name.into(),
+            data: data.into(),
+        };
+        assert_eq!(
+            decode_sse_event::<Value>(&ev(Some("3-1"), "progress", "{\"p\":1}"), &io()).unwrap(),
+            Item::Event {
+                id: Some("3-1".into()),
+                kind: "progress".into(),
+                data: json!({"p":1})
+            }
+        );
+        assert_eq!(
+            decode_sse_event::<Value>(
+                &ev(
+                    None,
+                    "hello",
+                    "{\"type\":\"hello\",\"cursor\":null,\"heartbeatMs\":25000}"
+                ),
+                &io()
+            )
+            .unwrap(),
+            Item::Hello {
+                cursor: None,
+                heartbeat_ms: Some(25000)
+            }
+        );
+        assert_eq!(
+            decode_sse_event::<Value>(
+                &ev(None, "reset", "{\"reason\":\"r\",\"oldest\":\"1-0\"}"),
+                &io()
+            )
+            .unwrap(),
+            Item::Reset {
+                reason: "r".into(),
+                oldest: Some("1-0".into())
+            }
+        );
+        assert_eq!(
+            decode_sse_event::<Value>(&ev(Some("4"), "message", "not json"), &io()).unwrap(),
+            Item::Event {
+                id: Some("4".into()),
+                kind: "message".into(),
+                data: json!("not json")
+            }
+        );
+        assert_eq!(
+            decode_sse_event::<Value>(
+                &ev(Some("4"), "message", "{\"type\":\"t\",\"data\":1}"),
+                &io()
+            )
+            .unwrap(),
+            Item::Event {
+                id: Some("4".into()),
+                kind: "t".into(),
+                data: json!(1)
+            }
+        );
+        assert_eq!(
+            decode_sse_event::<Value>(&ev(None, "heartbeat", ""), &io()).unwrap(),
+            Item::Heartbeat
+        );
+    }
+}

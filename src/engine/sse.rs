@@ -1,0 +1,376 @@
+//! A Server-Sent Events parser that follows the WHATWG rules
+//! (<https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation>).
+//!
+//! Contract: feed it the response body in chunks of any size, split anywhere (inside a
+//! UTF-8 sequence, between CR and LF, inside the leading BOM); it yields exactly the events
+//! the whole body would. `data`/`event`/`id`/`retry` fields, comments, LF/CR/CRLF line ends,
+//! one leading BOM stripped, multi-line data joined with LF, an `id` containing NUL ignored,
+//! `retry` only when all ASCII digits, an event whose data buffer is empty not dispatched,
+//! an incomplete event at the end of the body discarded. An event (its data plus the current
+//! line) larger than the limit is an error; the parser then stays failed. Never panics.
+
+/// One dispatched event.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SseEvent {
+    /// The `id` field given inside this event's block, if any (used as the resume cursor;
+    /// an event without its own id has none, unlike the spec's persisting `lastEventId`).
+    pub id: Option<String>,
+    /// The spec's last event id buffer at dispatch (persists across events).
+    pub last_event_id: String,
+    /// Event type; `message` when no `event` field was given.
+    pub event: String,
+    /// Data lines joined with `\n`.
+    pub data: String,
+}
+
+/// Why the stream cannot be parsed any further.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SseError {
+    /// An event grew beyond the limit (bytes so far, limit).
+    EventTooLarge { size: usize, limit: usize },
+}
+
+/// The incremental parser.
+#[derive(Clone, Debug)]
+pub struct SseParser {
+    max_event_bytes: usize,
+    /// Bytes seen before deciding about the BOM (at most 2).
+    head: Vec<u8>,
+    bom_done: bool,
+    line: Vec<u8>,
+    /// The previous chunk ended with CR: a leading LF belongs to that line end.
+    after_cr: bool,
+    data: String,
+    has_data: bool,
+    event: String,
+    id_in_block: Option<String>,
+    last_event_id: String,
+    retry: Option<u64>,
+    failed: Option<SseError>,
+    comments: u64,
+}
+
+const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
+
+impl SseParser {
+    /// A parser that rejects events over `max_event_bytes` bytes.
+    pub fn new(max_event_bytes: usize) -> SseParser {
+        SseParser {
+            max_event_bytes,
+            head: Vec::new(),
+            bom_done: false,
+            line: Vec::new(),
+            after_cr: false,
+            data: String::new(),
+            has_data: false,
+            event: String::new(),
+            id_in_block: None,
+            last_event_id: String::new(),
+            retry: None,
+            failed: None,
+            comments: 0,
+        }
+    }
+
+    /// The last `retry` value (reconnection time in ms) the stream gave.
+    pub fn retry(&self) -> Option<u64> {
+        self.retry
+    }
+
+    /// The spec's last event id buffer.
+    pub fn last_event_id(&self) -> &str {
+        &self.last_event_id
+    }
+
+    /// Comment lines seen so far (`: heartbeat`).
+    pub fn comments(&self) -> u64 {
+        self.comments
+    }
+
+    /// Feeds one chunk; complete events are appended to `out` in order.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        if !self.bom_done {
+            // Decide about the BOM only once 3 bytes (or a mismatch) are known, so a BOM
+            // split across chunks is still stripped.
+            let mut i = 0;
+            while i < chunk.len() && self.head.len() < 3 {
+                self.head.push(chunk[i]);
+                i += 1;
+                let n = self.head.len();
+                if self.head[..] != BOM[..n] {
+                    break;
+                }
+            }
+            let n = self.head.len();
+            if n < 3 && self.head[..] == BOM[..n] {
+                return Ok(()); // still a possible BOM prefix, chunk consumed
+            }
+            self.bom_done = true;
+            let head = core::mem::take(&mut self.head);
+            if head[..] != BOM[..] {
+                self.scan(&head, out)?;
+            }
+            return self.scan(&chunk[i..], out);
+        }
+        self.scan(chunk, out)
+    }
+
+    fn scan(&mut self, mut bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        if self.after_cr {
+            if let Some(b'\n') = bytes.first() {
+                bytes = &bytes[1..];
+            }
+            if !bytes.is_empty() {
+                self.after_cr = false;
+            }
+        }
+        while !bytes.is_empty() {
+            match bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(p) => {
+                    self.line.extend_from_slice(&bytes[..p]);
+                    self.check_size()?;
+                    let cr = bytes[p] == b'\r';
+                    let mut next = p + 1;
+                    if cr {
+                        if next < bytes.len() {
+                            if bytes[next] == b'\n' {
+                                next += 1;
+                            }
+                        } else {
+                            self.after_cr = true;
+                        }
+                    }
+                    bytes = &bytes[next..];
+                    self.process_line(out)?;
+                }
+                None => {
+                    self.line.extend_from_slice(bytes);
+                    self.check_size()?;
+                    bytes = &[];
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_size(&mut self) -> Result<(), SseError> {
+        let size = self.line.len() + self.data.len();
+        if size > self.max_event_bytes {
+            let e = SseError::EventTooLarge {
+                size,
+                limit: self.max_event_bytes,
+            };
+            self.failed = Some(e);
+            self.line = Vec::new();
+            self.data = String::new();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn process_line(&mut self, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        let raw = core::mem::take(&mut self.line);
+        if raw.is_empty() {
+            self.dispatch(out);
+            return Ok(());
+        }
+        if raw[0] == b':' {
+            self.comments += 1;
+            return Ok(());
+        }
+        let line = String::from_utf8_lossy(&raw);
+        let (field, value) = match line.find(':') {
+            Some(c) => {
+                let v = &line[c + 1..];
+                (&line[..c], v.strip_prefix(' ').unwrap_or(v))
+            }
+            None => (&line[..], ""),
+        };
+        match field {
+            "event" => self.event = value.into(),
+            "data" => {
+                self.data.push_str(value);
+                self.data.push('\n');
+                self.has_data = true;
+                self.check_size()?;
+            }
+            "id" => {
+                if !value.contains('\0') {
+                    self.last_event_id = value.into();
+                    self.id_in_block = Some(value.into());
+                }
+            }
+            "retry" => {
+                if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+                    // Absurdly long digit strings saturate instead of failing.
+                    self.retry = Some(super::util::parse_u64(value).unwrap_or(u64::MAX));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
+        let id = self.id_in_block.take();
+        if !self.has_data {
+            self.event.clear();
+            return;
+        }
+        let mut data = core::mem::take(&mut self.data);
+        data.pop(); // the trailing LF
+        self.has_data = false;
+        let event = if self.event.is_empty() {
+            String::from("message")
+        } else {
+            core::mem::take(&mut self.event)
+        };
+        out.push(SseEvent {
+            id,
+            last_event_id: self.last_event_id.clone(),
+            event,
+            data,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(input: &[u8]) -> Vec<SseEvent> {
+        let mut p = SseParser::new(1 << 20);
+        let mut out = Vec::new();
+        p.feed(input, &mut out).unwrap();
+        out
+    }
+
+    fn ev(id: Option<&str>, last: &str, event: &str, data: &str) -> SseEvent {
+        SseEvent {
+            id: id.map(Into::into),
+            last_event_id: last.into(),
+            event: event.into(),
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn fields_comments_and_multi_line_data_follow_the_spec() {
+        let out =
+            parse_all(b": ok\nid: 1\nevent: progress\ndata: {\"a\":1}\ndata:second\n\ndata: x\n\n");
+        assert_eq!(
+            out,
+            vec![
+                ev(Some("1"), "1", "progress", "{\"a\":1}\nsecond"),
+                ev(None, "1", "message", "x"),
+            ]
+        );
+    }
+
+    #[test]
+    fn cr_lf_and_crlf_all_end_lines() {
+        let a = parse_all(b"data: a\r\n\r\ndata: b\r\rdata: c\n\n");
+        assert_eq!(
+            a.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+    }
+
+    #[test]
+    fn a_crlf_split_between_chunks_is_one_line_end() {
+        let mut p = SseParser::new(1024);
+        let mut out = Vec::new();
+        p.feed(b"data: a\r", &mut out).unwrap();
+        p.feed(b"\n", &mut out).unwrap();
+        p.feed(b"\r", &mut out).unwrap();
+        p.feed(b"\ndata: b\n\n", &mut out).unwrap();
+        assert_eq!(
+            out.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+    }
+
+    #[test]
+    fn a_leading_bom_is_stripped_even_when_split_but_only_once() {
+        let mut p = SseParser::new(1024);
+        let mut out = Vec::new();
+        p.feed(&[0xEF], &mut out).unwrap();
+        p.feed(&[0xBB], &mut out).unwrap();
+        p.feed(&[0xBF], &mut out).unwrap();
+        p.feed(b"data: a\n\n", &mut out).unwrap();
+        assert_eq!(out[0].data, "a");
+        // A second BOM is part of the field name, so the line is an unknown field.
+        let out = parse_all(b"\xEF\xBB\xBF\xEF\xBB\xBFdata: a\n\ndata: b\n\n");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].data, "b");
+    }
+
+    #[test]
+    fn an_id_containing_nul_is_ignored() {
+        let out = parse_all(b"id: 7\ndata: a\n\nid: 8\0x\ndata: b\n\n");
+        assert_eq!(out[1].id, None);
+        assert_eq!(out[1].last_event_id, "7");
+    }
+
+    #[test]
+    fn retry_counts_only_when_all_digits() {
+        let mut p = SseParser::new(1024);
+        let mut out = Vec::new();
+        p.feed(b"retry: 12x\n\n", &mut out).unwrap();
+        assert_eq!(p.retry(), None);
+        p.feed(b"retry: 3000\n\n", &mut out).unwrap();
+        assert_eq!(p.retry(), Some(3000));
+        p.feed(b"retry: -5\nretry:\n\n", &mut out).unwrap();
+        assert_eq!(p.retry(), Some(3000));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn an_event_without_data_is_not_dispatched_and_resets_the_type() {
+        let out = parse_all(b"event: a\n\ndata: x\n\ndata\n\n");
+        assert_eq!(
+            out,
+            vec![ev(None, "", "message", "x"), ev(None, "", "message", "")]
+        );
+    }
+
+    #[test]
+    fn a_field_without_colon_and_a_value_without_space_are_handled() {
+        let out = parse_all(b"data:no-space\ndata\ndata:  two\n\n");
+        assert_eq!(out[0].data, "no-space\n\n two");
+    }
+
+    #[test]
+    fn an_incomplete_event_at_the_end_is_not_dispatched() {
+        assert!(parse_all(b"data: a\n").is_empty());
+        assert!(parse_all(b"data: a").is_empty());
+    }
+
+    #[test]
+    fn an_oversized_event_is_an_error_and_the_parser_stays_failed() {
+        let mut p = SseParser::new(16);
+        let mut out = Vec::new();
+        let e = p
+            .feed(b"data: 0123456789abcdefghij\n\n", &mut out)
+            .unwrap_err();
+        assert!(matches!(e, SseError::EventTooLarge { limit: 16, .. }));
+        assert!(p.feed(b"data: a\n\n", &mut out).is_err());
+        // Data accumulated over many lines counts too.
+        let mut p = SseParser::new(16);
+        assert!(p
+            .feed(
+                b"data: 0123\ndata: 4567\ndata: 89ab\ndata: cdef\n",
+                &mut out
+            )
+            .is_err());
+    }
+
+    #[test]
+    fn invalid_utf8_becomes_replacement_characters() {
+        let out = parse_all(b"data: \xFF\xFEok\n\n");
+        assert_eq!(out[0].data, "\u{FFFD}\u{FFFD}ok");
+    }
+}
