@@ -1,0 +1,489 @@
+//! Topics, their history and live fan-out.
+//!
+//! Contract:
+//! - `publish` gives each event an id that is larger than every earlier id of the topic.
+//! - `read_after(cursor)` returns the retained events strictly after `cursor`, in order, in
+//!   bounded batches; when events after `cursor` are no longer retained it says so with a
+//!   [`Reset`] (never a silent skip) and moves the cursor to the oldest retained point.
+//! - `Topic::watch()` wakes a subscriber whenever the topic may have new events; subscribers
+//!   then call `read_after` with their own cursor. A slow subscriber therefore never blocks
+//!   others, and catches up in batches (several events per frame).
+//!
+//! Each topic keeps a ring of recent events. In memory mode the ring *is* the history. With
+//! Redis the stream is the history and the ring is a cache of its tail, filled by one
+//! follower task per topic (blocking `XREAD`); cursors older than the cache are served from
+//! the stream with `XRANGE`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::event::{Event, EventId};
+use crate::redis_store::{RedisStore, StoreError};
+
+/// How far a cursor was behind, and where delivery goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reset {
+    /// `history_trimmed`, `server_restarted` or `unknown_cursor`.
+    pub reason: &'static str,
+    /// The oldest retained event, delivered next (none: only new events follow).
+    pub oldest: Option<EventId>,
+}
+
+impl Reset {
+    pub fn frame(&self) -> String {
+        serde_json::json!({
+            "type": "reset",
+            "reason": self.reason,
+            "oldest": self.oldest.map(|id| id.to_string()),
+        })
+        .to_string()
+    }
+}
+
+/// What a subscriber gets from one read.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub reset: Option<Reset>,
+    pub events: Vec<Arc<Event>>,
+    /// The cursor after this batch.
+    pub cursor: EventId,
+}
+
+#[derive(Debug, Clone)]
+pub enum HubError {
+    BadTopic(String),
+    TooManyTopics,
+    Store(StoreError),
+}
+
+impl std::fmt::Display for HubError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HubError::BadTopic(t) => write!(
+                f,
+                "topic `{}` is invalid: use 1-128 characters from A-Z a-z 0-9 . _ : -",
+                t.chars().take(40).collect::<String>()
+            ),
+            HubError::TooManyTopics => write!(f, "the server holds its maximum number of topics"),
+            HubError::Store(e) => write!(f, "history store unavailable ({e})"),
+        }
+    }
+}
+
+impl From<StoreError> for HubError {
+    fn from(e: StoreError) -> Self {
+        HubError::Store(e)
+    }
+}
+
+pub fn valid_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+struct Ring {
+    events: VecDeque<Arc<Event>>,
+    /// Every event with an id above `floor` is in `events` (when `ready`).
+    floor: EventId,
+    /// The newest id known.
+    last: EventId,
+    /// Memory mode: always. Redis mode: the follower has positioned the cache.
+    ready: bool,
+    next_seq: u64,
+    /// Events were dropped for count or age (memory mode's reset reason).
+    trimmed: bool,
+}
+
+pub struct Topic {
+    pub name: String,
+    ring: Mutex<Ring>,
+    notify: watch::Sender<u64>,
+    subscribers: AtomicUsize,
+    last_used: Mutex<Instant>,
+    follower: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Topic {
+    fn drop(&mut self) {
+        if let Some(h) = self.follower.lock().unwrap().take() {
+            h.abort();
+        }
+    }
+}
+
+impl Topic {
+    /// A receiver that changes whenever new events may be readable.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.notify.subscribe()
+    }
+
+    fn wake(&self) {
+        self.notify.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+/// Keeps a topic alive (and counted) while a subscriber holds it.
+pub struct Subscription {
+    pub topic: Arc<Topic>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.topic.subscribers.fetch_sub(1, Ordering::Relaxed);
+        *self.topic.last_used.lock().unwrap() = Instant::now();
+    }
+}
+
+pub struct Hub {
+    topics: Mutex<HashMap<String, Arc<Topic>>>,
+    pub boot_ms: u64,
+    history_count: usize,
+    history_age: Option<Duration>,
+    max_topics: usize,
+    redis: Option<RedisStore>,
+    /// Memory mode's idempotency keys: (topic, key) → first seen.
+    seen_sends: Mutex<HashMap<(String, String), Instant>>,
+    send_ttl: Duration,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Hub {
+    pub fn new(history_count: usize, history_secs: u64, redis: Option<RedisStore>) -> Arc<Hub> {
+        Arc::new(Hub {
+            topics: Mutex::new(HashMap::new()),
+            boot_ms: now_ms(),
+            history_count: history_count.max(1),
+            history_age: (history_secs > 0).then(|| Duration::from_secs(history_secs)),
+            max_topics: 100_000,
+            redis,
+            seen_sends: Mutex::new(HashMap::new()),
+            send_ttl: Duration::from_secs(3600),
+        })
+    }
+
+    pub fn is_redis(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    pub fn topic(self: &Arc<Self>, name: &str) -> Result<Arc<Topic>, HubError> {
+        if !valid_topic(name) {
+            return Err(HubError::BadTopic(name.to_string()));
+        }
+        let mut topics = self.topics.lock().unwrap();
+        if let Some(t) = topics.get(name) {
+            return Ok(t.clone());
+        }
+        if topics.len() >= self.max_topics {
+            return Err(HubError::TooManyTopics);
+        }
+        let floor = EventId::new(self.boot_ms, 0);
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            ring: Mutex::new(Ring {
+                events: VecDeque::new(),
+                floor,
+                last: floor,
+                ready: self.redis.is_none(),
+                next_seq: 1,
+                trimmed: false,
+            }),
+            notify: watch::channel(0).0,
+            subscribers: AtomicUsize::new(0),
+            last_used: Mutex::new(Instant::now()),
+            follower: Mutex::new(None),
+        });
+        if let Some(store) = &self.redis {
+            let handle = tokio::spawn(follow(
+                store.clone(),
+                Arc::downgrade(&topic),
+                self.history_count,
+                self.history_age,
+            ));
+            *topic.follower.lock().unwrap() = Some(handle);
+        }
+        topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    pub fn subscribe(self: &Arc<Self>, name: &str) -> Result<Subscription, HubError> {
+        let topic = self.topic(name)?;
+        topic.subscribers.fetch_add(1, Ordering::Relaxed);
+        Ok(Subscription { topic })
+    }
+
+    /// The newest event id of a topic: the cursor of a client that wants only new events.
+    pub async fn latest(&self, topic: &Topic) -> Result<EventId, HubError> {
+        {
+            let ring = topic.ring.lock().unwrap();
+            if ring.ready {
+                return Ok(ring.last);
+            }
+        }
+        let store = self
+            .redis
+            .as_ref()
+            .expect("only redis topics are not ready");
+        Ok(store.info(&topic.name).await?.last)
+    }
+
+    /// Retained events strictly after `cursor` (at most `max` of them).
+    pub async fn read_after(
+        &self,
+        topic: &Topic,
+        cursor: EventId,
+        max: usize,
+    ) -> Result<Batch, HubError> {
+        let authoritative = self.redis.is_none();
+        {
+            let mut ring = topic.ring.lock().unwrap();
+            self.prune(&mut ring);
+            if ring.ready && (cursor >= ring.floor || authoritative) {
+                return Ok(self.read_ring(&ring, cursor, max, authoritative));
+            }
+        }
+        let store = self
+            .redis
+            .as_ref()
+            .expect("memory topics are always served from the ring");
+        let info = store.info(&topic.name).await?;
+        let mut batch = Batch {
+            cursor,
+            ..Batch::default()
+        };
+        if cursor < info.max_deleted {
+            batch.reset = Some(Reset {
+                reason: "history_trimmed",
+                oldest: info.first,
+            });
+            batch.cursor = info.max_deleted;
+        }
+        let events = store.range_after(&topic.name, batch.cursor, max).await?;
+        if let Some(last) = events.last() {
+            batch.cursor = last.id;
+        }
+        batch.events = events.into_iter().map(Arc::new).collect();
+        Ok(batch)
+    }
+
+    fn read_ring(&self, ring: &Ring, cursor: EventId, max: usize, authoritative: bool) -> Batch {
+        let mut batch = Batch {
+            cursor,
+            ..Batch::default()
+        };
+        // `since=0` asks for the whole retained history: a reset only if some of it is gone.
+        let from_start = cursor == EventId::ZERO && !ring.trimmed;
+        if cursor < ring.floor && from_start {
+            batch.cursor = ring.floor;
+        } else if cursor < ring.floor {
+            let reason = if cursor.ms < self.boot_ms {
+                "server_restarted"
+            } else {
+                "history_trimmed"
+            };
+            batch.reset = Some(Reset {
+                reason,
+                oldest: ring.events.front().map(|e| e.id),
+            });
+            batch.cursor = ring.floor;
+        } else if authoritative && cursor > ring.last {
+            // Not an id this server gave out (another server, or a forged cursor): the client
+            // must forget it, or it would drop every new event as "already seen".
+            batch.reset = Some(Reset {
+                reason: "unknown_cursor",
+                oldest: None,
+            });
+            batch.cursor = ring.last;
+        }
+        let start = ring.events.partition_point(|e| e.id <= batch.cursor);
+        batch.events = ring.events.iter().skip(start).take(max).cloned().collect();
+        if let Some(last) = batch.events.last() {
+            batch.cursor = last.id;
+        }
+        batch
+    }
+
+    fn prune(&self, ring: &mut Ring) {
+        let over = ring.events.len().saturating_sub(self.history_count);
+        for _ in 0..over {
+            if let Some(e) = ring.events.pop_front() {
+                ring.floor = e.id;
+                ring.trimmed = true;
+            }
+        }
+        if let Some(age) = self.history_age {
+            while let Some(front) = ring.events.front() {
+                if front.seen_at.elapsed() <= age {
+                    break;
+                }
+                ring.floor = front.id;
+                ring.trimmed = true;
+                ring.events.pop_front();
+            }
+        }
+    }
+
+    /// Appends events (type, data JSON) to a topic; returns their ids.
+    pub async fn publish(
+        self: &Arc<Self>,
+        name: &str,
+        items: Vec<(String, String)>,
+    ) -> Result<Vec<EventId>, HubError> {
+        let topic = self.topic(name)?;
+        if let Some(store) = &self.redis {
+            // The follower of every process (this one included) delivers them.
+            return Ok(store.append(name, &items, self.history_count).await?);
+        }
+        let mut ids = Vec::with_capacity(items.len());
+        {
+            let mut ring = topic.ring.lock().unwrap();
+            for (kind, data) in items {
+                let id = EventId::new(self.boot_ms, ring.next_seq);
+                ring.next_seq += 1;
+                ring.last = id;
+                ring.events.push_back(Arc::new(Event::new(id, &kind, data)));
+                ids.push(id);
+            }
+            self.prune(&mut ring);
+        }
+        *topic.last_used.lock().unwrap() = Instant::now();
+        topic.wake();
+        Ok(ids)
+    }
+
+    /// True the first time an upstream message key is seen on a topic (within an hour).
+    pub async fn first_send(&self, topic: &str, key: &str) -> Result<bool, HubError> {
+        if let Some(store) = &self.redis {
+            return Ok(store
+                .first_time(topic, key, self.send_ttl.as_secs())
+                .await?);
+        }
+        let mut seen = self.seen_sends.lock().unwrap();
+        let k = (topic.to_string(), key.to_string());
+        if seen.contains_key(&k) {
+            return Ok(false);
+        }
+        if seen.len() >= 100_000 {
+            let ttl = self.send_ttl;
+            seen.retain(|_, at| at.elapsed() < ttl);
+        }
+        seen.insert(k, Instant::now());
+        Ok(true)
+    }
+
+    /// Periodic housekeeping: age retention, forgetting idle topics.
+    pub async fn sweep(&self) {
+        let idle_after = Duration::from_secs(60);
+        let mut redis_topics = Vec::new();
+        {
+            let mut topics = self.topics.lock().unwrap();
+            topics.retain(|_, t| {
+                let mut ring = t.ring.lock().unwrap();
+                self.prune(&mut ring);
+                let unused = t.subscribers.load(Ordering::Relaxed) == 0
+                    && t.last_used.lock().unwrap().elapsed() > idle_after;
+                // Memory history must outlive its subscribers (that is what resume is for);
+                // a Redis topic's cache can go, the stream keeps the history.
+                let keep = !unused || (self.redis.is_none() && !ring.events.is_empty());
+                if keep && self.redis.is_some() {
+                    redis_topics.push(t.name.clone());
+                }
+                keep
+            });
+        }
+        let ttl = Duration::from_secs(3600);
+        self.seen_sends
+            .lock()
+            .unwrap()
+            .retain(|_, at| at.elapsed() < ttl);
+        if let (Some(store), Some(age)) = (&self.redis, self.history_age) {
+            let min_ms = now_ms().saturating_sub(age.as_millis() as u64);
+            for name in redis_topics {
+                if let Err(e) = store.trim_older_than(&name, min_ms).await {
+                    tracing::warn!(topic = %name, "age trim failed: {e}");
+                }
+            }
+        }
+    }
+
+    pub fn topic_count(&self) -> usize {
+        self.topics.lock().unwrap().len()
+    }
+}
+
+/// Redis mode: keeps a topic's ring filled with the stream's new entries.
+async fn follow(
+    store: RedisStore,
+    topic: std::sync::Weak<Topic>,
+    cache: usize,
+    _age: Option<Duration>,
+) {
+    loop {
+        let name = match topic.upgrade() {
+            Some(t) => t.name.clone(),
+            None => return,
+        };
+        let result: Result<(), StoreError> = async {
+            let mut conn = store.blocking_connection().await?;
+            let mut last = store.last_id(&mut conn, &name).await?;
+            if let Some(t) = topic.upgrade() {
+                let mut ring = t.ring.lock().unwrap();
+                ring.events.clear();
+                ring.floor = last;
+                ring.last = last;
+                ring.ready = true;
+            }
+            loop {
+                let events = store.read_blocking(&mut conn, &name, last).await?;
+                let Some(t) = topic.upgrade() else {
+                    return Ok(());
+                };
+                if events.is_empty() {
+                    continue;
+                }
+                {
+                    let mut ring = t.ring.lock().unwrap();
+                    for e in events {
+                        if e.id > ring.last {
+                            ring.last = e.id;
+                            last = e.id;
+                            ring.events.push_back(Arc::new(e));
+                        }
+                    }
+                    while ring.events.len() > cache {
+                        if let Some(e) = ring.events.pop_front() {
+                            ring.floor = e.id;
+                        }
+                    }
+                }
+                t.wake();
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(topic = %name, "redis follower: {e}; retrying");
+                if let Some(t) = topic.upgrade() {
+                    t.ring.lock().unwrap().ready = false;
+                    // Subscribers re-read from the stream itself meanwhile.
+                    t.wake();
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}

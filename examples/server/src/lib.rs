@@ -1,0 +1,184 @@
+//! `holdfast-server`: the reference backend of the Holdfast wire protocol (PROTOCOL.md).
+//!
+//! One process serves the WebSocket, SSE and long-polling rungs of every topic from a
+//! per-topic history (memory ring, or Redis Streams shared by several processes), so any
+//! client can resume from its cursor on any rung, on any process, with nothing lost or
+//! repeated while the history still holds the events, and a `reset` when it does not.
+//!
+//! [`run`] binds, prints `holdfast-server listening on http://HOST:PORT` on stdout (tests
+//! parse it), and serves until SIGINT/SIGTERM, then closes sockets with 1001.
+
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod event;
+pub mod hub;
+pub mod limits;
+pub mod metrics;
+pub mod redis_store;
+pub mod server;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub use config::Config;
+
+/// Raises the soft open-file limit to the hard limit (every connection is a descriptor).
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return want.rlim_cur as u64;
+            }
+        }
+        lim.rlim_cur as u64
+    }
+}
+
+/// Runs the server until a shutdown signal.
+pub async fn run(cfg: Config) -> Result<(), String> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = tx.send(true);
+    });
+    serve(cfg, rx).await
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Runs the server until `shutdown` turns true.
+pub async fn serve(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<(), String> {
+    let store = match &cfg.redis {
+        Some(url) => Some(
+            redis_store::RedisStore::connect(url, &cfg.redis_prefix)
+                .await
+                .map_err(|e| format!("cannot use --redis {url}: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut statics = cfg.tokens.clone();
+    if let Some(path) = &cfg.tokens_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --tokens-file {}: {e}", path.display()))?;
+        statics.extend(
+            text.lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty() && !l.starts_with('#')),
+        );
+    }
+    if let Some(dir) = &cfg.static_dir {
+        if !dir.is_dir() {
+            return Err(format!("--static {}: not a directory", dir.display()));
+        }
+    }
+    let metrics = Arc::new(metrics::Metrics::default());
+    let hub = hub::Hub::new(cfg.history_count, cfg.history_secs, store);
+    let limits = limits::Limits::new(
+        cfg.conns_per_ip,
+        cfg.rate_per_ip,
+        cfg.max_subscribers,
+        metrics.clone(),
+    );
+    let app = Arc::new(server::App {
+        cfg: cfg.clone(),
+        hub: hub.clone(),
+        auth: auth::Auth::new(cfg.token_secret.as_deref(), statics),
+        limits: limits.clone(),
+        metrics,
+        shutdown: shutdown.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind((cfg.host, cfg.port))
+        .await
+        .map_err(|e| format!("cannot bind {}:{}: {e}", cfg.host, cfg.port))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "holdfast-server listening on http://{addr}");
+        let _ = out.flush();
+    }
+    tracing::info!(
+        store = if hub.is_redis() { "redis" } else { "memory" },
+        base = %cfg.base_path(),
+        "serving"
+    );
+
+    let sweeper = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                hub.sweep().await;
+            }
+        })
+    };
+    let demo = cfg
+        .demo
+        .then(|| tokio::spawn(demo::run(hub.clone(), cfg.demo_interval_ms)));
+
+    let mut stop = shutdown.clone();
+    let router = server::router(app);
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+
+    // Upgraded WebSockets are not tracked by the HTTP server: wait for them to close (1001).
+    let grace = tokio::time::Instant::now() + Duration::from_millis(cfg.shutdown_grace_ms);
+    while limits.open() > 0 && tokio::time::Instant::now() < grace {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sweeper.abort();
+    if let Some(d) = demo {
+        d.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! Redis Streams as the history of every topic.
+//!
+//! One stream per topic (`<prefix>:stream:<topic>`), entries `t` (type) and `d` (data JSON),
+//! the stream id is the event id. `XADD ... MAXLEN ~ N` bounds each stream by count;
+//! `XTRIM ... MINID ~` bounds it by age. Whether a cursor fell into the trimmed range is
+//! decided with `max-deleted-entry-id` from `XINFO STREAM` (Redis 7.0+): a cursor below it
+//! has lost events and gets a `reset`. Idempotency keys of upstream sends are `SET NX EX`
+//! keys, so a repeat is recognised by whichever process receives it.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamRangeReply, StreamReadReply};
+use redis::{AsyncConnectionConfig, Client, Value};
+
+use crate::event::{Event, EventId};
+
+/// A failure talking to Redis, as text for logs and 503 bodies.
+#[derive(Debug, Clone)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "redis: {}", self.0)
+    }
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// What `XINFO STREAM` tells about a topic's stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamInfo {
+    /// Every entry at or below this id may have been deleted.
+    pub max_deleted: EventId,
+    pub first: Option<EventId>,
+    pub last: EventId,
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    client: Client,
+    conn: MultiplexedConnection,
+    prefix: String,
+}
+
+/// How long a follower's `XREAD` blocks before it looks around again.
+pub const BLOCK_MS: u64 = 5_000;
+
+impl RedisStore {
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
+        let client = Client::open(url)?;
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(Some(Duration::from_secs(5)));
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(RedisStore {
+            client,
+            conn,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    /// A connection of its own for a blocking `XREAD` (it would stall a shared one).
+    pub async fn blocking_connection(&self) -> Result<MultiplexedConnection, StoreError> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(Some(Duration::from_millis(BLOCK_MS + 5_000)));
+        Ok(self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?)
+    }
+
+    pub fn stream_key(&self, topic: &str) -> String {
+        format!("{}:stream:{}", self.prefix, topic)
+    }
+
+    pub async fn append(
+        &self,
+        topic: &str,
+        items: &[(String, String)],
+        max_len: usize,
+    ) -> Result<Vec<EventId>, StoreError> {
+        let key = self.stream_key(topic);
+        let mut pipe = redis::pipe();
+        for (kind, data) in items {
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(max_len)
+                .arg("*")
+                .arg("t")
+                .arg(kind)
+                .arg("d")
+                .arg(data);
+        }
+        let ids: Vec<String> = pipe.query_async(&mut self.conn.clone()).await?;
+        ids.iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| StoreError(format!("XADD returned id {s:?}")))
+            })
+            .collect()
+    }
+
+    pub async fn info(&self, topic: &str) -> Result<StreamInfo, StoreError> {
+        let key = self.stream_key(topic);
+        let reply: Result<Value, redis::RedisError> = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(&key)
+            .query_async(&mut self.conn.clone())
+            .await;
+        let value = match reply {
+            Ok(v) => v,
+            // A stream that was never written has lost nothing.
+            Err(e) if e.to_string().contains("no such key") => return Ok(StreamInfo::default()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut info = StreamInfo::default();
+        let pairs = map_pairs(&value);
+        for (k, v) in pairs {
+            match k.as_str() {
+                "max-deleted-entry-id" => info.max_deleted = id_of(v).unwrap_or_default(),
+                "last-generated-id" => info.last = id_of(v).unwrap_or_default(),
+                "first-entry" => {
+                    if let Value::Array(items) = v {
+                        info.first = items.first().and_then(id_of);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(info)
+    }
+
+    /// Entries strictly after `after`, at most `count`.
+    pub async fn range_after(
+        &self,
+        topic: &str,
+        after: EventId,
+        count: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let reply: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.stream_key(topic))
+            .arg(format!("({after}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(reply.ids.iter().filter_map(to_event).collect())
+    }
+
+    pub async fn last_id(
+        &self,
+        conn: &mut MultiplexedConnection,
+        topic: &str,
+    ) -> Result<EventId, StoreError> {
+        let reply: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(self.stream_key(topic))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        Ok(reply
+            .ids
+            .first()
+            .and_then(|s| s.id.parse().ok())
+            .unwrap_or_default())
+    }
+
+    /// Blocks up to [`BLOCK_MS`] for entries after `after`.
+    pub async fn read_blocking(
+        &self,
+        conn: &mut MultiplexedConnection,
+        topic: &str,
+        after: EventId,
+    ) -> Result<Vec<Event>, StoreError> {
+        let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1000)
+            .arg("BLOCK")
+            .arg(BLOCK_MS)
+            .arg("STREAMS")
+            .arg(self.stream_key(topic))
+            .arg(after.to_string())
+            .query_async(conn)
+            .await?;
+        Ok(reply
+            .map(|r| {
+                r.keys
+                    .iter()
+                    .flat_map(|k| k.ids.iter().filter_map(to_event))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Drops entries older than `min_ms` (approximately, whole macro nodes).
+    pub async fn trim_older_than(&self, topic: &str, min_ms: u64) -> Result<(), StoreError> {
+        let _: i64 = redis::cmd("XTRIM")
+            .arg(self.stream_key(topic))
+            .arg("MINID")
+            .arg("~")
+            .arg(min_ms)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Records an upstream message key; false when it was seen before (within `ttl_secs`).
+    pub async fn first_time(
+        &self,
+        topic: &str,
+        key: &str,
+        ttl_secs: u64,
+    ) -> Result<bool, StoreError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(format!("{}:idem:{}:{}", self.prefix, topic, key))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl_secs.max(1))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(set.is_some())
+    }
+}
+
+fn id_of(v: &Value) -> Option<EventId> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// `XINFO` answers a flat array in RESP2 and a map in RESP3.
+fn map_pairs(v: &Value) -> Vec<(String, &Value)> {
+    match v {
+        Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|c| match c {
+                [k, v] => Some((text_of(k)?, v)),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(pairs) => pairs
+            .iter()
+            .filter_map(|(k, v)| Some((text_of(k)?, v)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn to_event(entry: &redis::streams::StreamId) -> Option<Event> {
+    let id: EventId = entry.id.parse().ok()?;
+    let kind = entry
+        .map
+        .get("t")
+        .and_then(text_of)
+        .unwrap_or_else(|| "message".into());
+    let data = entry
+        .map
+        .get("d")
+        .and_then(text_of)
+        .unwrap_or_else(|| "null".into());
+    // Entries written by other tools may hold anything: only valid JSON goes on the wire.
+    let data = if serde_json::from_str::<serde_json::Value>(&data).is_ok() {
+        data
+    } else {
+        serde_json::Value::String(data).to_string()
+    };
+    Some(Event::new(id, &kind, data))
+}

@@ -1,0 +1,1045 @@
+//! HTTP surface: the three subscriber rungs, upstream send, publish, health and metrics.
+//!
+//! Every rung follows one loop: admit (rate, per-IP and global limits) → check the token →
+//! position the cursor (hello) → repeatedly read the retained events after the cursor and
+//! write them in batches, waiting on the topic's wake-up, the client, the heartbeat timer and
+//! shutdown. Refusals on HTTP rungs are statuses with JSON bodies; on the WebSocket rung the
+//! upgrade is accepted and the socket closed with a code, because a browser cannot see the
+//! status of a refused upgrade.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, Instant};
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::auth::{Auth, AuthError};
+use crate::config::Config;
+use crate::event::{Event, EventId, RESERVED_TYPES};
+use crate::hub::{valid_topic, Batch, Hub, HubError, Subscription};
+use crate::limits::{Limits, Refusal, Slot};
+use crate::metrics::{Metrics, Transport};
+
+pub struct App {
+    pub cfg: Config,
+    pub hub: Arc<Hub>,
+    pub auth: Auth,
+    pub limits: Arc<Limits>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+type S = State<Arc<App>>;
+
+/// Events per read; frames are also cut at [`FRAME_BYTES`].
+const READ_BATCH: usize = 256;
+const FRAME_BYTES: usize = 256 * 1024;
+const POLL_BATCH: usize = 1000;
+
+#[derive(Deserialize, Default)]
+pub struct SubQuery {
+    topic: Option<String>,
+    since: Option<String>,
+    token: Option<String>,
+    wait: Option<u64>,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let base = app.cfg.base_path();
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("idempotency-key"),
+            header::HeaderName::from_static("last-event-id"),
+            header::HeaderName::from_static("x-api-key"),
+        ])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(Duration::from_secs(600));
+    let mut r = Router::new()
+        .route(&format!("{base}/ws"), get(ws_query))
+        .route(&format!("{base}/ws/{{topic}}"), get(ws_path))
+        .route(&format!("{base}/sse"), get(sse_query))
+        .route(&format!("{base}/sse/{{topic}}"), get(sse_path))
+        .route(&format!("{base}/poll"), get(poll_query))
+        .route(&format!("{base}/poll/{{topic}}"), get(poll_path))
+        .route(&format!("{base}/send"), post(send_query))
+        .route(&format!("{base}/send/{{topic}}"), post(send_path))
+        .route(&format!("{base}/publish"), post(publish_query))
+        .route(&format!("{base}/publish/{{topic}}"), post(publish_path))
+        .route("/health", get(health))
+        .route(&format!("{base}/health"), get(health))
+        .route("/metrics", get(metrics));
+    if let Some(dir) = &app.cfg.static_dir {
+        r = r.fallback_service(
+            tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true),
+        );
+    }
+    r.layer(cors).with_state(app)
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared helpers
+
+/// A JSON error response (PROTOCOL.md §7).
+pub fn error(status: u16, code: &str, message: &str, retry_after: Option<u64>) -> Response {
+    let mut res = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({ "error": code, "message": message }).to_string(),
+    )
+        .into_response();
+    if let Some(s) = retry_after {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    res
+}
+
+fn refusal_response(r: Refusal) -> Response {
+    match r {
+        Refusal::RateLimited(s) => error(
+            429,
+            "rate_limited",
+            &format!("too many requests from this address: retry after {s} s"),
+            Some(r.retry_after()),
+        ),
+        Refusal::ConnsPerIp => error(
+            429,
+            "rate_limited",
+            "too many open connections from this address",
+            Some(r.retry_after()),
+        ),
+        Refusal::MaxSubscribers => error(
+            503,
+            "unavailable",
+            "the server holds its maximum number of subscribers",
+            Some(r.retry_after()),
+        ),
+    }
+}
+
+fn hub_error_response(e: &HubError) -> Response {
+    match e {
+        HubError::BadTopic(_) => error(400, "bad_request", &e.to_string(), None),
+        HubError::TooManyTopics | HubError::Store(_) => {
+            error(503, "unavailable", &e.to_string(), Some(2))
+        }
+    }
+}
+
+fn client_ip(cfg: &Config, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    if cfg.trust_proxy {
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .or_else(|| headers.get("x-real-ip").and_then(|v| v.to_str().ok()));
+        if let Some(ip) = forwarded.and_then(|s| s.trim().parse().ok()) {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Everything a subscriber rung checks before streaming.
+struct Admitted {
+    slot: Slot,
+    topic: String,
+    since: Option<EventId>,
+}
+
+enum Refused {
+    Limit(Refusal),
+    Auth(AuthError),
+    BadRequest(String),
+}
+
+impl Refused {
+    fn response(&self) -> Response {
+        match self {
+            Refused::Limit(r) => refusal_response(*r),
+            Refused::Auth(a) => error(a.status(), a.code(), a.message(), None),
+            Refused::BadRequest(m) => error(400, "bad_request", m, None),
+        }
+    }
+
+    fn metric(&self) -> &'static str {
+        match self {
+            Refused::Limit(r) => r.metric(),
+            Refused::Auth(_) => "auth",
+            Refused::BadRequest(_) => "bad_request",
+        }
+    }
+}
+
+fn admit(
+    app: &App,
+    transport: Transport,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    q: &SubQuery,
+    path_topic: Option<String>,
+    header_since: Option<&str>,
+) -> Result<Admitted, Refused> {
+    let ip = client_ip(&app.cfg, peer, headers);
+    let topic = path_topic
+        .or_else(|| q.topic.clone())
+        .unwrap_or_else(|| "default".to_string());
+    let result = (|| {
+        if !valid_topic(&topic) {
+            return Err(Refused::BadRequest(
+                HubError::BadTopic(topic.clone()).to_string(),
+            ));
+        }
+        let since = match q
+            .since
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .or(header_since)
+        {
+            Some(s) => Some(
+                s.parse::<EventId>()
+                    .map_err(|e| Refused::BadRequest(format!("since: {e}")))?,
+            ),
+            None => None,
+        };
+        let token = q.token.clone().or_else(|| bearer(headers));
+        app.auth
+            .check(token.as_deref(), &topic, now_secs())
+            .map_err(Refused::Auth)?;
+        let slot = app.limits.admit(ip, transport).map_err(Refused::Limit)?;
+        Ok(Admitted {
+            slot,
+            topic: topic.clone(),
+            since,
+        })
+    })();
+    if let Err(r) = &result {
+        app.metrics.reject(r.metric());
+    }
+    result
+}
+
+/// Subscribes and positions the cursor; returns the hello frame.
+async fn start(
+    app: &App,
+    a: &Admitted,
+    transport: Transport,
+) -> Result<(Subscription, EventId, String), HubError> {
+    let sub = app.hub.subscribe(&a.topic)?;
+    let latest = app.hub.latest(&sub.topic).await?;
+    if a.since.is_some() {
+        app.metrics.resumes[transport as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    let hello = json!({
+        "type": "hello",
+        "topic": a.topic,
+        "heartbeatMs": app.cfg.heartbeat_ms,
+        "cursor": latest.to_string(),
+        "transport": transport.label(),
+    })
+    .to_string();
+    Ok((sub, a.since.unwrap_or(latest), hello))
+}
+
+/// Splits a batch of event frames into WebSocket frames: one object, or an array when
+/// several are pending (cut at [`FRAME_BYTES`]).
+fn ws_frames(events: &[Arc<Event>]) -> Vec<String> {
+    if events.len() == 1 {
+        return vec![events[0].frame.clone()];
+    }
+    let mut frames = Vec::new();
+    let mut cur = String::new();
+    for e in events {
+        if !cur.is_empty() && cur.len() + e.frame.len() > FRAME_BYTES {
+            cur.push(']');
+            frames.push(std::mem::take(&mut cur));
+        }
+        cur.push(if cur.is_empty() { '[' } else { ',' });
+        cur.push_str(&e.frame);
+    }
+    if !cur.is_empty() {
+        cur.push(']');
+        frames.push(cur);
+    }
+    frames
+}
+
+fn note_batch(app: &App, batch: &Batch, transport: Transport) {
+    if batch.reset.is_some() {
+        app.metrics.resets.fetch_add(1, Ordering::Relaxed);
+    }
+    app.metrics.delivered[transport as usize]
+        .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+}
+
+// ---------------------------------------------------------------------------------------
+// WebSocket rung
+
+async fn ws_query(
+    st: S,
+    ci: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Query<SubQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws_common(st, ci, headers, q, None, ws).await
+}
+
+async fn ws_path(
+    st: S,
+    ci: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Query<SubQuery>,
+    Path(topic): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws_common(st, ci, headers, q, Some(topic), ws).await
+}
+
+struct Close {
+    code: u16,
+    reason: String,
+    frame: Option<String>,
+}
+
+async fn ws_common(
+    State(app): S,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<SubQuery>,
+    path_topic: Option<String>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let verdict = admit(&app, Transport::Ws, peer, &headers, &q, path_topic, None).map_err(|r| {
+        let (code, reason) = match &r {
+            Refused::Limit(l @ Refusal::MaxSubscribers) => (1013, format!("{}", l.retry_after())),
+            Refused::Limit(l) => (4429, format!("{}", l.retry_after())),
+            Refused::Auth(a) => (a.close_code(), a.code().to_string()),
+            Refused::BadRequest(_) => (1008, "bad_request".to_string()),
+        };
+        let frame = match &r {
+            Refused::Limit(l) => json!({"type":"error","code": l.metric(),
+                "message": "connection refused by a limit", "retryAfter": l.retry_after()}),
+            Refused::Auth(a) => json!({"type":"error","code": a.code(), "message": a.message()}),
+            Refused::BadRequest(m) => json!({"type":"error","code":"bad_request","message": m}),
+        };
+        Close {
+            code,
+            reason,
+            frame: Some(frame.to_string()),
+        }
+    });
+    let max = app.cfg.max_frame_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| async move {
+            match verdict {
+                Err(close) => {
+                    let mut socket = socket;
+                    close_ws(&mut socket, close).await;
+                }
+                Ok(a) => ws_session(app, socket, a).await,
+            }
+        })
+}
+
+async fn close_ws(socket: &mut WebSocket, close: Close) {
+    if let Some(f) = close.frame {
+        let _ = socket.send(Message::Text(f.into())).await;
+    }
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: close.code,
+            reason: close.reason.into(),
+        })))
+        .await;
+    // Let the client's close reply arrive so the close is clean, but not forever.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
+    let (sub, mut cursor, hello) = match start(&app, &a, Transport::Ws).await {
+        Ok(x) => x,
+        Err(e) => {
+            let frame = json!({"type":"error","code":"unavailable","message": e.to_string()});
+            close_ws(
+                &mut socket,
+                Close {
+                    code: 1011,
+                    reason: "unavailable".into(),
+                    frame: Some(frame.to_string()),
+                },
+            )
+            .await;
+            return;
+        }
+    };
+    let _slot = a.slot;
+    let heartbeat = Duration::from_millis(app.cfg.heartbeat_ms.max(10));
+    let mut shutdown = app.shutdown.clone();
+    let mut wake = sub.topic.watch();
+    if socket.send(Message::Text(hello.into())).await.is_err() {
+        return;
+    }
+    let mut last_sent = Instant::now();
+    loop {
+        if *shutdown.borrow() {
+            close_ws(
+                &mut socket,
+                Close {
+                    code: 1001,
+                    reason: "server shutting down".into(),
+                    frame: None,
+                },
+            )
+            .await;
+            return;
+        }
+        wake.borrow_and_update();
+        let batch = match app.hub.read_after(&sub.topic, cursor, READ_BATCH).await {
+            Ok(b) => b,
+            Err(e) => {
+                let frame = json!({"type":"error","code":"unavailable","message": e.to_string()});
+                close_ws(
+                    &mut socket,
+                    Close {
+                        code: 1011,
+                        reason: "unavailable".into(),
+                        frame: Some(frame.to_string()),
+                    },
+                )
+                .await;
+                return;
+            }
+        };
+        note_batch(&app, &batch, Transport::Ws);
+        cursor = batch.cursor;
+        if let Some(reset) = &batch.reset {
+            if socket
+                .send(Message::Text(reset.frame().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            last_sent = Instant::now();
+        }
+        if !batch.events.is_empty() {
+            for f in ws_frames(&batch.events) {
+                if socket.send(Message::Text(f.into())).await.is_err() {
+                    return;
+                }
+            }
+            last_sent = Instant::now();
+            continue;
+        }
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            changed = wake.changed() => {
+                if changed.is_err() { return; }
+            }
+            _ = sleep_until(last_sent + heartbeat) => {
+                app.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+                if socket.send(Message::Text(r#"{"type":"heartbeat"}"#.into())).await.is_err() {
+                    return;
+                }
+                last_sent = Instant::now();
+            }
+            msg = socket.recv() => match msg {
+                None | Some(Ok(Message::Close(_))) => return,
+                Some(Err(e)) => {
+                    if is_too_large(e) {
+                        app.metrics.reject("too_large");
+                        let _ = socket.send(Message::Close(Some(CloseFrame {
+                            code: 1009,
+                            reason: "message too big".into(),
+                        }))).await;
+                    }
+                    return;
+                }
+                Some(Ok(Message::Text(t))) => {
+                    if let Some(reply) = ws_upstream(&app, &a.topic, t.as_str()).await {
+                        if socket.send(Message::Text(reply.into())).await.is_err() {
+                            return;
+                        }
+                        last_sent = Instant::now();
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let f = json!({"type":"error","code":"bad_request",
+                        "message":"binary frames are not part of the protocol: send JSON text"});
+                    if socket.send(Message::Text(f.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+fn is_too_large(e: axum::Error) -> bool {
+    let inner = e.into_inner();
+    match inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+        Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) => true,
+        Some(_) => false,
+        None => {
+            let s = inner.to_string().to_ascii_lowercase();
+            s.contains("too long") || s.contains("too big") || s.contains("capacity")
+        }
+    }
+}
+
+/// Handles one client frame; returns the reply, if any.
+async fn ws_upstream(app: &App, topic: &str, text: &str) -> Option<String> {
+    if text.trim() == "ping" {
+        return Some(r#"{"type":"pong"}"#.to_string());
+    }
+    let bad = |m: &str| Some(json!({"type":"error","code":"bad_request","message": m}).to_string());
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => return bad("frame is not JSON"),
+    };
+    match v.get("type").and_then(Value::as_str) {
+        Some("ping") => Some(r#"{"type":"pong"}"#.to_string()),
+        Some("pong") => None,
+        Some("send") => {
+            let Some(id) = v.get("id").and_then(id_text) else {
+                return bad("send needs an `id` (string, at most 200 characters)");
+            };
+            let data = v.get("data").cloned().unwrap_or(Value::Null);
+            match apply_send(app, topic, &id, data).await {
+                Ok(()) => Some(json!({"type":"ack","id": id}).to_string()),
+                Err(e) => Some(
+                    json!({"type":"error","code":"unavailable","id": id,"message": e.to_string()})
+                        .to_string(),
+                ),
+            }
+        }
+        _ => bad("unknown frame type: expected ping or send"),
+    }
+}
+
+fn id_text(v: &Value) -> Option<String> {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    (!s.is_empty() && s.len() <= 200).then_some(s)
+}
+
+/// Applies an upstream message once: it is published on the topic as a `message` event.
+async fn apply_send(app: &App, topic: &str, id: &str, data: Value) -> Result<(), HubError> {
+    if app.hub.first_send(topic, id).await? {
+        app.hub
+            .publish(topic, vec![("message".to_string(), data.to_string())])
+            .await?;
+        app.metrics.published.fetch_add(1, Ordering::Relaxed);
+        app.metrics.sends.fetch_add(1, Ordering::Relaxed);
+    } else {
+        app.metrics.sends_repeated.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// SSE rung
+
+async fn sse_query(
+    st: S,
+    ci: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Query<SubQuery>,
+) -> Response {
+    sse_common(st, ci, headers, q, None).await
+}
+
+async fn sse_path(
+    st: S,
+    ci: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Query<SubQuery>,
+    Path(topic): Path<String>,
+) -> Response {
+    sse_common(st, ci, headers, q, Some(topic)).await
+}
+
+async fn sse_common(
+    State(app): S,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<SubQuery>,
+    path_topic: Option<String>,
+) -> Response {
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let a = match admit(
+        &app,
+        Transport::Sse,
+        peer,
+        &headers,
+        &q,
+        path_topic,
+        last_event_id.as_deref().filter(|s| !s.is_empty()),
+    ) {
+        Ok(a) => a,
+        Err(r) => return r.response(),
+    };
+    let (sub, cursor, hello) = match start(&app, &a, Transport::Sse).await {
+        Ok(x) => x,
+        Err(e) => return hub_error_response(&e),
+    };
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(8);
+    let first = format!(": ok\n\nevent: hello\ndata: {hello}\n\n");
+    tokio::spawn(sse_session(app, a, sub, cursor, first, tx));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .unwrap_or_else(|_| error(500, "internal", "response build failed", None))
+}
+
+async fn sse_session(
+    app: Arc<App>,
+    a: Admitted,
+    sub: Subscription,
+    mut cursor: EventId,
+    first: String,
+    tx: mpsc::Sender<Result<Bytes, Infallible>>,
+) {
+    let _slot = a.slot;
+    let heartbeat = Duration::from_millis(app.cfg.heartbeat_ms.max(10));
+    let mut shutdown = app.shutdown.clone();
+    let mut wake = sub.topic.watch();
+    if tx.send(Ok(Bytes::from(first))).await.is_err() {
+        return;
+    }
+    let mut last_sent = Instant::now();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        wake.borrow_and_update();
+        let batch = match app.hub.read_after(&sub.topic, cursor, READ_BATCH).await {
+            Ok(b) => b,
+            Err(e) => {
+                let f = json!({"type":"error","code":"unavailable","message": e.to_string()});
+                let _ = tx
+                    .send(Ok(Bytes::from(format!("event: error\ndata: {f}\n\n"))))
+                    .await;
+                return;
+            }
+        };
+        note_batch(&app, &batch, Transport::Sse);
+        cursor = batch.cursor;
+        let mut chunk = String::new();
+        if let Some(reset) = &batch.reset {
+            chunk.push_str(&format!("event: reset\ndata: {}\n\n", reset.frame()));
+        }
+        for e in &batch.events {
+            chunk.push_str(&e.sse());
+        }
+        if !chunk.is_empty() {
+            if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                return;
+            }
+            last_sent = Instant::now();
+            if !batch.events.is_empty() {
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = tx.closed() => return,
+            changed = wake.changed() => {
+                if changed.is_err() { return; }
+            }
+            _ = sleep_until(last_sent + heartbeat) => {
+                app.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+                if tx.send(Ok(Bytes::from_static(b": heartbeat\n\n"))).await.is_err() {
+                    return;
+                }
+                last_sent = Instant::now();
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Polling rung
+
+async fn poll_query(
+    st: S,
+    ci: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Query<SubQuery>,
+) -> Response {
+    poll_common(st, ci, headers, q, None).await
+}
+
+async fn poll_path(
+    st: S,
+    ci: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Query<SubQuery>,
+    Path(topic): Path<String>,
+) -> Response {
+    poll_common(st, ci, headers, q, Some(topic)).await
+}
+
+async fn poll_common(
+    State(app): S,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<SubQuery>,
+    path_topic: Option<String>,
+) -> Response {
+    let a = match admit(&app, Transport::Poll, peer, &headers, &q, path_topic, None) {
+        Ok(a) => a,
+        Err(r) => return r.response(),
+    };
+    let (sub, mut cursor, _hello) = match start(&app, &a, Transport::Poll).await {
+        Ok(x) => x,
+        Err(e) => return hub_error_response(&e),
+    };
+    let wait = Duration::from_millis(
+        q.wait
+            .unwrap_or(app.cfg.poll_max_ms)
+            .min(app.cfg.poll_max_ms),
+    );
+    let deadline = Instant::now() + wait;
+    let mut shutdown = app.shutdown.clone();
+    let mut wake = sub.topic.watch();
+    let batch = loop {
+        wake.borrow_and_update();
+        let batch = match app.hub.read_after(&sub.topic, cursor, POLL_BATCH).await {
+            Ok(b) => b,
+            Err(e) => return hub_error_response(&e),
+        };
+        cursor = batch.cursor;
+        if batch.reset.is_some() || !batch.events.is_empty() || *shutdown.borrow() {
+            break batch;
+        }
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = sleep_until(deadline) => break batch,
+            changed = wake.changed() => {
+                if changed.is_err() { break batch; }
+            }
+        }
+    };
+    note_batch(&app, &batch, Transport::Poll);
+    let mut body = String::from("{\"events\":[");
+    let mut first = true;
+    if let Some(r) = &batch.reset {
+        body.push_str(&r.frame());
+        first = false;
+    }
+    for e in &batch.events {
+        if !first {
+            body.push(',');
+        }
+        body.push_str(&e.frame);
+        first = false;
+    }
+    body.push_str(&format!("],\"cursor\":\"{}\"}}", batch.cursor));
+    drop(a.slot);
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// Upstream send and publish
+
+async fn read_body(app: &App, body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, app.cfg.max_frame_bytes)
+        .await
+        .map_err(|_| {
+            app.metrics.reject("too_large");
+            error(
+                413,
+                "too_large",
+                &format!("the body is over {} bytes", app.cfg.max_frame_bytes),
+                None,
+            )
+        })
+}
+
+async fn send_query(
+    st: S,
+    ci: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Query<SubQuery>,
+    body: Body,
+) -> Response {
+    send_common(st, ci, headers, q, None, body).await
+}
+
+async fn send_path(
+    st: S,
+    ci: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Query<SubQuery>,
+    Path(topic): Path<String>,
+    body: Body,
+) -> Response {
+    send_common(st, ci, headers, q, Some(topic), body).await
+}
+
+async fn send_common(
+    State(app): S,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<SubQuery>,
+    path_topic: Option<String>,
+    body: Body,
+) -> Response {
+    let ip = client_ip(&app.cfg, peer, &headers);
+    if let Err(r) = app.limits.rate(ip) {
+        app.metrics.reject(r.metric());
+        return refusal_response(r);
+    }
+    let topic = path_topic
+        .or_else(|| q.topic.clone())
+        .unwrap_or_else(|| "default".to_string());
+    if !valid_topic(&topic) {
+        app.metrics.reject("bad_request");
+        return hub_error_response(&HubError::BadTopic(topic));
+    }
+    let token = q.token.clone().or_else(|| bearer(&headers));
+    if let Err(e) = app.auth.check(token.as_deref(), &topic, now_secs()) {
+        app.metrics.reject("auth");
+        return error(e.status(), e.code(), e.message(), None);
+    }
+    let Some(key) = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && s.len() <= 200)
+    else {
+        app.metrics.reject("bad_request");
+        return error(
+            400,
+            "bad_request",
+            "an Idempotency-Key header (the message id, 1-200 characters) is required",
+            None,
+        );
+    };
+    let bytes = match read_body(&app, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let data: Value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                app.metrics.reject("bad_request");
+                return error(400, "bad_request", &format!("body is not JSON: {e}"), None);
+            }
+        }
+    };
+    match apply_send(&app, &topic, &key, data).await {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"type":"ack","id": key}).to_string(),
+        )
+            .into_response(),
+        Err(e) => hub_error_response(&e),
+    }
+}
+
+async fn publish_query(
+    st: S,
+    ci: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Query<SubQuery>,
+    body: Body,
+) -> Response {
+    publish_common(st, ci, headers, q, None, body).await
+}
+
+async fn publish_path(
+    st: S,
+    ci: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: Query<SubQuery>,
+    Path(topic): Path<String>,
+    body: Body,
+) -> Response {
+    publish_common(st, ci, headers, q, Some(topic), body).await
+}
+
+async fn publish_common(
+    State(app): S,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<SubQuery>,
+    path_topic: Option<String>,
+    body: Body,
+) -> Response {
+    match &app.cfg.publish_key {
+        Some(key) => {
+            let given = bearer(&headers).or_else(|| {
+                headers
+                    .get("x-api-key")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            });
+            if given.as_deref() != Some(key.as_str()) {
+                app.metrics.reject("auth");
+                return error(
+                    401,
+                    "token_invalid",
+                    "publishing needs the API key: Authorization: Bearer <key> or X-Api-Key",
+                    None,
+                );
+            }
+        }
+        None if !peer.ip().is_loopback() => {
+            app.metrics.reject("auth");
+            return error(
+                403,
+                "forbidden",
+                "without --publish-key, publishing is only allowed from loopback",
+                None,
+            );
+        }
+        None => {}
+    }
+    let topic = path_topic
+        .or_else(|| q.topic.clone())
+        .unwrap_or_else(|| "default".to_string());
+    let bytes = match read_body(&app, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let items = match parse_publish(&bytes) {
+        Ok(items) => items,
+        Err(m) => {
+            app.metrics.reject("bad_request");
+            return error(400, "bad_request", &m, None);
+        }
+    };
+    let n = items.len() as u64;
+    match app.hub.publish(&topic, items).await {
+        Ok(ids) => {
+            app.metrics.published.fetch_add(n, Ordering::Relaxed);
+            let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                json!({ "ids": ids }).to_string(),
+            )
+                .into_response()
+        }
+        Err(e) => hub_error_response(&e),
+    }
+}
+
+/// `{"type":..,"data":..}` or an array of them → (type, data JSON) pairs.
+pub fn parse_publish(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("body is not JSON: {e}"))?;
+    let list = match v {
+        Value::Array(a) => a,
+        o @ Value::Object(_) => vec![o],
+        _ => return Err("body must be an event object or an array of them".into()),
+    };
+    if list.is_empty() || list.len() > 1000 {
+        return Err("publish 1 to 1000 events at a time".into());
+    }
+    list.into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let kind = e
+                .get("type")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty() && t.len() <= 128)
+                .ok_or_else(|| format!("event {i}: `type` must be a string of 1-128 characters"))?;
+            if RESERVED_TYPES.contains(&kind) {
+                return Err(format!(
+                    "event {i}: `{kind}` is a control frame type and cannot be published"
+                ));
+            }
+            let data = e.get("data").cloned().unwrap_or(Value::Null);
+            Ok((kind.to_string(), data.to_string()))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Health and metrics
+
+async fn health(State(app): S) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({
+            "status": if *app.shutdown.borrow() { "stopping" } else { "ok" },
+            "store": if app.hub.is_redis() { "redis" } else { "memory" },
+            "subscribers": app.limits.open(),
+            "topics": app.hub.topic_count(),
+            "bootMs": app.hub.boot_ms,
+        })
+        .to_string(),
+    )
+        .into_response()
+}
+
+async fn metrics(State(app): S) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(app.hub.topic_count()),
+    )
+        .into_response()
+}
