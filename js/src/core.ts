@@ -1,0 +1,380 @@
+// The client wrapper shared by the ESM and script-tag builds. It owns listeners, the cached
+// snapshot, send promises and the token provider; every transport decision is made by the
+// Rust engine inside the wasm module. Nothing here runs at import time: the wasm module is
+// loaded by the first `createClient` (so server rendering can import this file).
+
+import {
+  HoldfastError,
+  type ClientOptions,
+  type Diagnostics,
+  type EventMap,
+  type HoldfastClient,
+  type Snapshot,
+  type TransportName,
+} from './types.js';
+
+/** The subset of the wasm-bindgen exports the wrapper uses (see src/bindings/). */
+export interface WasmClientLike {
+  start(): void;
+  send(data: unknown): string;
+  token(ok: boolean, value: string): void;
+  close(): void;
+  diagnostics(): unknown;
+  free(): void;
+}
+export interface WasmApi {
+  WasmClient: new (id: number, options: object, emit: (batch: unknown[][]) => void) => WasmClientLike;
+  /** Installs the panic hook: `fn(clientId, message)` runs before the wasm traps. */
+  set_panic_hook(fn: (clientId: number, message: string) => void): void;
+}
+
+/** Loads the wasm module: synchronously when it is inlined, otherwise once, lazily. */
+export type Loader = () => WasmApi | Promise<WasmApi>;
+
+const TRANSPORTS: readonly TransportName[] = ['websocket', 'sse', 'polling'];
+
+/** The snapshot every client starts with, and what server rendering shows. */
+export const CONNECTING: Snapshot = Object.freeze({
+  status: 'connecting',
+  transport: null,
+  cursor: null,
+  attempt: 0,
+  nextRetryAt: null,
+  outboxLength: 0,
+  lastError: null,
+});
+
+const fail = (option: string, what: string): never => {
+  throw new HoldfastError('invalid_option', `options.${option} ${what}`);
+};
+const isObj = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function num(name: string, n: unknown, [min, max, int]: [number, number, boolean?]): number | undefined {
+  if (n === undefined) return undefined;
+  if (typeof n !== 'number' || !Number.isFinite(n) || n < min || n > max || (int && !Number.isInteger(n)))
+    fail(name, `must be ${int ? 'an integer' : 'a number'} from ${min} to ${max}, got ${String(n)}`);
+  return n as number;
+}
+
+function checkNumbers(
+  name: string,
+  v: unknown,
+  fields: Record<string, [number, number, boolean?]>,
+): Record<string, number> | undefined {
+  if (v === undefined) return undefined;
+  if (!isObj(v)) fail(name, 'must be an object');
+  const out: Record<string, number> = {};
+  for (const [k, n] of Object.entries(v as object)) {
+    if (!fields[k]) fail(`${name}.${k}`, `is not an option (known: ${Object.keys(fields).join(', ')})`);
+    const x = num(`${name}.${k}`, n, fields[k]!);
+    if (x !== undefined) out[k] = x;
+  }
+  return out;
+}
+
+const KNOWN = [
+  'url', 'transports', 'urls', 'params', 'since', 'token', 'heartbeat', 'backoff', 'polling',
+  'eventSource', 'maxFrameBytes', 'outboxLimit', 'remember', 'maxAttempts',
+];
+const DAY = 86_400_000;
+
+/** Checks the shape of the options synchronously (so `createClient` throws at once) and
+ *  returns the plain object handed to the engine, which checks the values again. */
+export function normalizeOptions(options: ClientOptions): Record<string, unknown> {
+  if (!isObj(options)) throw new HoldfastError('invalid_option', 'createClient(options): options must be an object with at least { url }');
+  const o = options as unknown as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (!KNOWN.includes(k)) fail(k, `is not an option (known: ${KNOWN.join(', ')})`);
+  if (typeof o.url !== 'string' || !o.url.trim()) fail('url', 'is required: the base URL or path of the realtime endpoints, e.g. "/realtime"');
+  const out: Record<string, unknown> = { url: o.url };
+  if (o.transports !== undefined) {
+    const t = o.transports;
+    if (!Array.isArray(t) || !t.length) fail('transports', `must be a non-empty array of ${TRANSPORTS.map((x) => `'${x}'`).join(', ')}`);
+    for (const x of t as unknown[])
+      if (!TRANSPORTS.includes(x as TransportName)) fail('transports', `contains ${JSON.stringify(x)}; use ${TRANSPORTS.map((x) => `'${x}'`).join(', ')}`);
+    if (new Set(t as unknown[]).size !== (t as unknown[]).length) fail('transports', 'lists a transport twice');
+    out.transports = [...(t as string[])];
+  }
+  if (o.urls !== undefined) {
+    if (!isObj(o.urls)) fail('urls', 'must be an object like { websocket, sse, polling, send }');
+    const u: Record<string, string> = {};
+    for (const [k, v] of Object.entries(o.urls as object)) {
+      if (![...TRANSPORTS, 'send'].includes(k)) fail(`urls.${k}`, 'is not a rung; use websocket, sse, polling or send');
+      if (v === undefined) continue;
+      if (typeof v !== 'string' || !v) fail(`urls.${k}`, 'must be a non-empty string');
+      u[k] = v as string;
+    }
+    out.urls = u;
+  }
+  if (o.params !== undefined) {
+    if (!isObj(o.params)) fail('params', 'must be an object of query parameters');
+    const p: [string, string][] = [];
+    for (const [k, v] of Object.entries(o.params as object)) {
+      if (!['string', 'number', 'boolean'].includes(typeof v)) fail(`params.${k}`, 'must be a string, number or boolean');
+      p.push([k, String(v)]);
+    }
+    out.params = p;
+  }
+  if (o.since !== undefined && o.since !== null) {
+    if (typeof o.since !== 'string' && typeof o.since !== 'number') fail('since', 'must be an event id (string or number)');
+    out.since = String(o.since);
+  }
+  if (o.token !== undefined && typeof o.token !== 'string' && typeof o.token !== 'function')
+    fail('token', 'must be a string or a function returning a token (or a promise of one)');
+  out.token = o.token !== undefined;
+  out.heartbeat = checkNumbers('heartbeat', o.heartbeat, {
+    intervalMs: [1000, DAY], timeoutMs: [100, DAY], maxMissed: [1, 1000, true],
+  });
+  out.backoff = checkNumbers('backoff', o.backoff, {
+    initialMs: [1, DAY], maxMs: [1, DAY], multiplier: [1, 100], jitter: [0, 1],
+  });
+  const b = out.backoff as Record<string, number> | undefined;
+  if (b && b.initialMs !== undefined && b.maxMs !== undefined && b.maxMs < b.initialMs)
+    fail('backoff.maxMs', 'must be at least backoff.initialMs');
+  if (o.polling !== undefined) {
+    if (!isObj(o.polling)) fail('polling', 'must be an object');
+    const { pauseWhenHidden, ...rest } = o.polling as Record<string, unknown>;
+    if (pauseWhenHidden !== undefined && typeof pauseWhenHidden !== 'boolean') fail('polling.pauseWhenHidden', 'must be a boolean');
+    out.polling = { ...checkNumbers('polling', rest, { waitMs: [0, 120_000], intervalMs: [0, DAY] }), pauseWhenHidden };
+  }
+  for (const k of ['eventSource', 'remember'] as const) {
+    if (o[k] !== undefined && typeof o[k] !== 'boolean') fail(k, 'must be true or false');
+    out[k] = o[k];
+  }
+  out.maxFrameBytes = num('maxFrameBytes', o.maxFrameBytes, [64, 2 ** 30, true]);
+  out.outboxLimit = num('outboxLimit', o.outboxLimit, [1, 1e6, true]);
+  out.maxAttempts = num('maxAttempts', o.maxAttempts, [1, 1e9, true]);
+  return out;
+}
+
+type Listener = (v: never) => void;
+
+let api: WasmApi | undefined;
+let loading: Promise<WasmApi> | undefined;
+let nextId = 1;
+/** Live clients by wasm client id, so a panic reaches the client it happened in. */
+const live = new Map<number, (message: string) => void>();
+
+function onPanic(id: number, message: string) {
+  // The wasm call traps right after this returns: recover on the next task.
+  const f = live.get(id);
+  if (f) setTimeout(() => f(message));
+}
+
+function ready(load: Loader): WasmApi | Promise<WasmApi> {
+  if (api) return api;
+  const got = loading ?? load();
+  const done = (a: WasmApi) => {
+    if (!api) {
+      api = a;
+      a.set_panic_hook(onPanic);
+    }
+    return a;
+  };
+  if (got instanceof Promise) return (loading = got.then(done));
+  return done(got);
+}
+
+const report = (e: unknown) => setTimeout(() => { throw e; });
+
+const toError = (e: unknown): HoldfastError =>
+  e instanceof HoldfastError
+    ? e
+    : Array.isArray(e)
+      ? new HoldfastError(e[0], e[1], e[2])
+      : new HoldfastError('internal', `Holdfast failed inside its wasm module: ${String((e as Error)?.message ?? e)}`);
+
+/** Creates a client with the given wasm loader (see index.ts and script.ts). */
+export function createClientWith(load: Loader, options: ClientOptions): HoldfastClient {
+  const normalized = normalizeOptions(options);
+  const listeners: { [K in keyof EventMap]: Set<Listener> } = {
+    message: new Set(), state: new Set(), gap: new Set(), error: new Set(),
+  };
+  const stores = new Set<() => void>();
+  const acks = new Map<string, [() => void, (e: HoldfastError) => void]>();
+  const queued: [unknown, () => void, (e: HoldfastError) => void][] = [];
+  let snap: Snapshot = normalized.since ? Object.freeze({ ...CONNECTING, cursor: normalized.since as string }) : CONNECTING;
+  let inner: WasmClientLike | null = null;
+  let id = 0;
+  let closed = false;
+  let panics = 0;
+  let lastTokenCall = 0;
+
+  const dispatch = <K extends keyof EventMap>(type: K, value: EventMap[K]) => {
+    for (const fn of listeners[type]) {
+      try {
+        (fn as (v: EventMap[K]) => void)(value);
+      } catch (e) {
+        report(e);
+      }
+    }
+  };
+  const setSnap = (s: Snapshot) => {
+    snap = s;
+    dispatch('state', s);
+    for (const fn of stores) {
+      try {
+        fn();
+      } catch (e) {
+        report(e);
+      }
+    }
+  };
+
+  const provideToken = () => {
+    const t = options.token;
+    const call = ++lastTokenCall;
+    const answer = (ok: boolean, v: unknown) => {
+      // A late answer for a superseded request, or after close, is dropped.
+      if (inner && call === lastTokenCall) inner.token(ok, String(v));
+    };
+    new Promise<string>((res) => res(typeof t === 'function' ? t() : (t as string))).then(
+      (v) => (typeof v === 'string' ? answer(true, v) : answer(false, 'the token provider returned ' + typeof v + ', not a string')),
+      (e) => answer(false, (e as Error)?.message ?? String(e)),
+    );
+  };
+
+  const onBatch = (batch: unknown[][]) => {
+    for (const ev of batch) {
+      switch (ev[0] as string) {
+        case 'message':
+          if (!closed) dispatch('message', { id: ev[1] as string | null, type: ev[2] as string, data: ev[3] });
+          break;
+        case 'state': {
+          const s = ev[1] as Record<string, unknown>;
+          if (s.lastError) s.lastError = toError(s.lastError);
+          setSnap(Object.freeze(s) as unknown as Snapshot);
+          break;
+        }
+        case 'gap':
+          if (!closed) dispatch('gap', { reason: ev[1] as string, cursor: ev[2] as string | null, oldest: ev[3] as string | null });
+          break;
+        case 'error':
+          dispatch('error', toError(ev.slice(1)));
+          break;
+        case 'ack':
+        case 'fail': {
+          const p = acks.get(ev[1] as string);
+          acks.delete(ev[1] as string);
+          if (p) ev[0] === 'ack' ? p[0]() : p[1](toError(ev.slice(2)));
+          break;
+        }
+        case 'token':
+          provideToken();
+          break;
+      }
+    }
+  };
+
+  const sendNow = (data: unknown, resolve: () => void, reject: (e: HoldfastError) => void) => {
+    try {
+      acks.set(inner!.send(data), [resolve, reject]);
+    } catch (e) {
+      reject(toError(e));
+    }
+  };
+
+  const boot = (a: WasmApi) => {
+    if (closed) return;
+    id = nextId++;
+    const opts = snap.cursor ? { ...normalized, since: snap.cursor } : normalized;
+    try {
+      inner = new a.WasmClient(id, opts, onBatch);
+    } catch (e) {
+      const err = toError(e);
+      closed = true;
+      setSnap(Object.freeze({ ...snap, status: 'closed', lastError: err }));
+      dispatch('error', err);
+      return;
+    }
+    live.set(id, recover);
+    inner.start();
+    for (const [d, res, rej] of queued.splice(0)) sendNow(d, res, rej);
+  };
+
+  // A panic in the wasm module: report it as a typed error and start a fresh engine from
+  // the last cursor (the broken one is abandoned; its callbacks see a poisoned state and
+  // do nothing). Repeated panics close the client rather than loop.
+  function recover(message: string) {
+    live.delete(id);
+    inner = null;
+    const err = new HoldfastError('internal', `Holdfast hit an internal error (${message}); ${++panics > 3 ? 'giving up' : 'restarting from the last event'}. Please report this.`);
+    dispatch('error', err);
+    for (const [, rej] of acks.values()) rej(err);
+    acks.clear();
+    if (panics > 3) {
+      closed = true;
+      setSnap(Object.freeze({ ...snap, status: 'closed', lastError: err }));
+    } else if (api) boot(api);
+  }
+
+  const loaded = ready(load);
+  if (loaded instanceof Promise)
+    loaded.then(boot, (e) => {
+      const err = new HoldfastError('wasm_load_failed', `could not load holdfast_wasm_bg.wasm: ${(e as Error)?.message ?? e}. Serve it beside index.js with Content-Type application/wasm.`);
+      closed = true;
+      setSnap(Object.freeze({ ...snap, status: 'closed', lastError: err }));
+      dispatch('error', err);
+    });
+  else boot(loaded);
+
+  const client: HoldfastClient = {
+    on(type, fn) {
+      const set = listeners[type];
+      if (!set) throw new HoldfastError('invalid_option', `client.on(${JSON.stringify(type)}): unknown event; use message, state, gap or error`);
+      if (typeof fn !== 'function') throw new HoldfastError('invalid_option', `client.on(${JSON.stringify(type)}, fn): fn must be a function`);
+      // Wrap so the same function can be added twice and removed once per on() call.
+      const l: Listener = (v) => (fn as (v: unknown) => void)(v);
+      set.add(l);
+      return () => void set.delete(l);
+    },
+    subscribe(fn) {
+      const l = () => fn();
+      stores.add(l);
+      return () => void stores.delete(l);
+    },
+    snapshot: () => snap,
+    send(data) {
+      return new Promise<void>((resolve, reject) => {
+        if (closed) reject(new HoldfastError('closed', 'client.send() after client.close(): create a new client'));
+        else if (inner) sendNow(data, resolve, reject);
+        else queued.push([data, resolve, reject]);
+      });
+    },
+    diagnostics() {
+      const attempts = (inner ? (inner.diagnostics() as Diagnostics['attempts']) : []).map((a) => Object.freeze(a));
+      return Object.freeze({ snapshot: snap, attempts: Object.freeze(attempts) }) as Diagnostics;
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      live.delete(id);
+      const w = inner;
+      if (w) {
+        // The engine closes every connection and timer and emits the final state and the
+        // failures of unsent messages through onBatch, synchronously.
+        try {
+          w.close();
+        } catch (e) {
+          report(e);
+        }
+        // free() after the current call stack, which may still be inside the wasm module.
+        queueMicrotask(() => {
+          try {
+            w.free();
+          } catch {
+            /* already freed by a panic recovery */
+          }
+        });
+      } else setSnap(Object.freeze({ ...snap, status: 'closed' }));
+      const err = new HoldfastError('closed', 'the client was closed before the server acknowledged this message');
+      for (const [, , rej] of queued.splice(0)) rej(err);
+      for (const [, rej] of acks.values()) rej(err);
+      acks.clear();
+      for (const s of Object.values(listeners)) s.clear();
+      stores.clear();
+      inner = null;
+    },
+  };
+  return client;
+}

@@ -1,0 +1,121 @@
+// The public TypeScript surface of Holdfast. Names here are the contract (README, issue 4).
+
+/** A rung of the transport ladder. */
+export type TransportName = 'websocket' | 'sse' | 'polling';
+
+/** Connection status as an app renders it. */
+export type Status = 'connecting' | 'open' | 'reconnecting' | 'offline' | 'closed';
+
+/** What the client looks like right now. The same object is returned until something changes. */
+export interface Snapshot {
+  readonly status: Status;
+  /** The rung delivering events now, or null while none is. */
+  readonly transport: TransportName | null;
+  /** Id of the last event delivered (the resume cursor). */
+  readonly cursor: string | null;
+  /** Failed attempts since the last healthy connection. */
+  readonly attempt: number;
+  /** When the next attempt starts (ms since the epoch), while waiting. */
+  readonly nextRetryAt: number | null;
+  /** Upstream messages not yet acknowledged. */
+  readonly outboxLength: number;
+  /** The most recent error, if any. */
+  readonly lastError: HoldfastError | null;
+}
+
+/** One server event, delivered exactly once and in order. */
+export interface Message<T = unknown> {
+  readonly id: string | null;
+  readonly type: string;
+  readonly data: T;
+}
+
+/** The server could not resume from the cursor: events were lost; reload your state. */
+export interface GapInfo {
+  readonly reason: string;
+  readonly cursor: string | null;
+  readonly oldest: string | null;
+}
+
+/** One connection attempt, as recorded by `client.diagnostics()`. Never contains a token. */
+export interface Attempt {
+  readonly transport: TransportName;
+  /** Date.now() when it started. */
+  readonly startedAt: number;
+  /** How long it lasted, or null while it is still running. */
+  readonly durationMs: number | null;
+  /** Whether events flowed on it. */
+  readonly opened: boolean;
+  /** Failure class (an error code) or null. */
+  readonly failure: string | null;
+  readonly message: string | null;
+}
+
+export interface Diagnostics {
+  readonly snapshot: Snapshot;
+  readonly attempts: readonly Attempt[];
+}
+
+/** Options for `createClient`. Only `url` is required. */
+export interface ClientOptions {
+  /** Base URL or path of the realtime endpoints (`/realtime`). */
+  url: string;
+  /** The ladder, in order. Default `['websocket', 'sse', 'polling']`. */
+  transports?: TransportName[];
+  /** Per-rung URL overrides (complete endpoint URLs or paths). */
+  urls?: { websocket?: string; sse?: string; polling?: string; send?: string };
+  /** Extra query parameters on every request (e.g. `{ topic: 'deploy-42' }`). */
+  params?: Record<string, string | number | boolean>;
+  /** Starting cursor: only events after this id are delivered. */
+  since?: string | number;
+  /** A token, or a (possibly async) function called on every (re)connect. */
+  token?: string | (() => string | Promise<string>);
+  heartbeat?: { intervalMs?: number; timeoutMs?: number; maxMissed?: number };
+  backoff?: { initialMs?: number; maxMs?: number; multiplier?: number; jitter?: number };
+  /** Polling rung: long-poll wait the server may hold (ms), and the interval between
+   *  short polls when the server answers at once. */
+  polling?: { waitMs?: number; intervalMs?: number; pauseWhenHidden?: boolean };
+  /** Use the browser's EventSource for the SSE rung instead of fetch streaming
+   *  (no Authorization header; the token goes in the query). Default false. */
+  eventSource?: boolean;
+  /** Largest accepted frame/event in bytes. Default 1 MiB. */
+  maxFrameBytes?: number;
+  /** Upstream messages kept while disconnected. Default 1000. */
+  outboxLimit?: number;
+  /** Remember the working rung per endpoint in localStorage. Default true. */
+  remember?: boolean;
+  /** Give up after this many failed attempts in a row. Default: never. */
+  maxAttempts?: number;
+}
+
+export type EventMap = {
+  message: Message;
+  state: Snapshot;
+  gap: GapInfo;
+  error: HoldfastError;
+};
+
+export interface HoldfastClient {
+  /** Listen to an event; returns a function that removes the listener. */
+  on<K extends keyof EventMap>(type: K, fn: (value: EventMap[K]) => void): () => void;
+  /** For `useSyncExternalStore(client.subscribe, client.snapshot)`. */
+  subscribe(fn: () => void): () => void;
+  snapshot(): Snapshot;
+  /** Sends `data` upstream; resolves when the server acknowledged it. */
+  send(data: unknown): Promise<void>;
+  diagnostics(): Diagnostics;
+  /** Closes everything: no timer, listener, socket or request is left behind. */
+  close(): void;
+}
+
+/** Every error Holdfast reports or throws. `code` is stable; `message` says what to do. */
+export class HoldfastError extends Error {
+  readonly code: string;
+  readonly transport: TransportName | null;
+  constructor(code: string, message: string, transport?: TransportName | null) {
+    super(message);
+    this.name = 'HoldfastError';
+    this.code = code;
+    this.transport = transport ?? null;
+  }
+}

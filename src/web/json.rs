@@ -1,0 +1,130 @@
+//! JSON as JavaScript values: the engine's [`JsonValue`] for `JsValue` (`JSON.parse` and
+//! `Reflect.get`, so payloads are never copied into Rust), and the [`Decoder`] the adapters
+//! share to turn frames into engine inputs.
+
+use crate::engine::decode::{decode_frame, decode_sse_event, decode_text};
+use crate::engine::{ConnId, FrameError, Input, Interop, Item, JsonValue, SseError, SseEvent};
+use js_sys::{Array, JsString, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+#[wasm_bindgen]
+extern "C" {
+    // JSON.parse on a JS string, without copying it through wasm memory.
+    #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
+    fn parse_js(text: &JsString) -> Result<JsValue, JsValue>;
+}
+
+impl JsonValue for JsValue {
+    fn parse_json(text: &str) -> Option<Self> {
+        js_sys::JSON::parse(text).ok()
+    }
+    fn from_string(s: &str) -> Self {
+        JsValue::from_str(s)
+    }
+    fn get(&self, key: &str) -> Option<Self> {
+        if !self.is_object() {
+            return None;
+        }
+        Reflect::get(self, &JsValue::from_str(key))
+            .ok()
+            .filter(|v| !v.is_undefined())
+    }
+    fn as_string(&self) -> Option<String> {
+        JsValue::as_string(self)
+    }
+    fn as_f64(&self) -> Option<f64> {
+        JsValue::as_f64(self)
+    }
+    fn is_object(&self) -> bool {
+        JsValue::is_object(self) && !Array::is_array(self)
+    }
+    fn as_array(&self) -> Option<Vec<Self>> {
+        self.dyn_ref::<Array>().map(|a| a.iter().collect())
+    }
+    fn is_null(&self) -> bool {
+        JsValue::is_null(self)
+    }
+}
+
+/// Frame decoding settings shared by every adapter of one client.
+pub struct Decoder {
+    pub interop: Interop,
+    pub max_bytes: usize,
+}
+
+impl Decoder {
+    /// A text frame or body already in Rust.
+    pub fn text(&self, conn: ConnId, text: &str) -> Input<JsValue> {
+        self.input(conn, decode_text(text, &self.interop, self.max_bytes))
+    }
+
+    /// A WebSocket text frame as a JS string: short frames (a plain-text `pong`) go through
+    /// [`decode_text`]; the rest is parsed by `JSON.parse` directly.
+    pub fn js_text(&self, conn: ConnId, text: &JsString) -> Input<JsValue> {
+        let len = text.length() as usize;
+        if len <= 32 {
+            return self.text(conn, &String::from(text));
+        }
+        if len > self.max_bytes {
+            return self.too_large(conn, len);
+        }
+        let decoded = match parse_js(text) {
+            Ok(v) => decode_frame(&v, &self.interop),
+            Err(_) => Err(FrameError::InvalidJson),
+        };
+        self.input(conn, decoded)
+    }
+
+    pub fn too_large(&self, conn: ConnId, size: usize) -> Input<JsValue> {
+        Input::BadFrame {
+            conn,
+            error: FrameError::TooLarge {
+                size,
+                limit: self.max_bytes,
+            },
+        }
+    }
+
+    /// Decoded SSE events as inputs, in order: runs of good events as one
+    /// [`Input::Items`], an undecodable event as [`Input::BadFrame`] (never dropped silently).
+    pub fn sse_inputs(
+        &self,
+        conn: ConnId,
+        events: impl Iterator<Item = SseEvent>,
+    ) -> Vec<Input<JsValue>> {
+        let mut out = Vec::new();
+        let mut items = Vec::new();
+        for e in events {
+            match decode_sse_event(&e, &self.interop) {
+                Ok(item) => items.push(item),
+                Err(error) => {
+                    if !items.is_empty() {
+                        out.push(Input::Items {
+                            conn,
+                            items: std::mem::take(&mut items),
+                        });
+                    }
+                    out.push(Input::BadFrame { conn, error });
+                }
+            }
+        }
+        if !items.is_empty() {
+            out.push(Input::Items { conn, items });
+        }
+        out
+    }
+
+    pub fn sse_error(&self, e: SseError) -> FrameError {
+        match e {
+            SseError::EventTooLarge { size, limit } => FrameError::TooLarge { size, limit },
+        }
+    }
+
+    fn input(&self, conn: ConnId, r: Result<Vec<Item<JsValue>>, FrameError>) -> Input<JsValue> {
+        match r {
+            Ok(items) => Input::Items { conn, items },
+            Err(error) => Input::BadFrame { conn, error },
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! SSE over `fetch` with a streamed body, parsed by the engine's WHATWG SSE parser. Unlike
+//! `EventSource` this sends `Authorization` and `Last-Event-ID` headers, reports the HTTP
+//! status of a refusal, and reports raw byte arrival ([`Input::Activity`]) so the engine
+//! can tell a buffering proxy (headers, then nothing) from a quiet stream.
+//! Dropping the adapter aborts the request; the reading task then stops silently.
+
+use super::http::{self, Task};
+use super::json::Decoder;
+use super::Sink;
+use crate::engine::sse::{SseEvent, SseParser};
+use crate::engine::{ConnId, Input};
+use js_sys::{Reflect, Uint8Array};
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::{spawn_local, JsFuture};
+use web_sys::ReadableStreamDefaultReader;
+
+pub struct SseConn {
+    _task: Task,
+}
+
+impl SseConn {
+    pub fn open(
+        conn: ConnId,
+        url: &str,
+        token: Option<&str>,
+        last_event_id: Option<&str>,
+        dec: Rc<Decoder>,
+        sink: Sink,
+    ) -> SseConn {
+        let mut headers = vec![("Accept", "text/event-stream")];
+        if let Some(id) = last_event_id {
+            headers.push(("Last-Event-ID", id));
+        }
+        let (task, response) = http::fetch("GET", url, token, &headers, None);
+        let alive = task.alive();
+        spawn_local(async move {
+            let closed = |reason: String| Input::Closed {
+                conn,
+                code: None,
+                reason,
+            };
+            let resp = match response.await {
+                Ok(r) => r,
+                Err(e) => {
+                    if alive.get() {
+                        sink(closed(e));
+                    }
+                    return;
+                }
+            };
+            if !alive.get() {
+                return;
+            }
+            if resp.status() != 200 {
+                let retry_after_ms = http::retry_after_ms(&resp);
+                let error_code = http::error_code(&resp).await;
+                if alive.get() {
+                    sink(Input::HttpStatus {
+                        conn,
+                        status: resp.status(),
+                        retry_after_ms,
+                        error_code,
+                    });
+                }
+                return;
+            }
+            let Some(reader) = resp.body().and_then(|b| {
+                b.get_reader()
+                    .dyn_into::<ReadableStreamDefaultReader>()
+                    .ok()
+            }) else {
+                sink(closed(String::from("the SSE response has no body")));
+                return;
+            };
+            sink(Input::Opened { conn });
+            let mut parser = SseParser::new(dec.max_bytes);
+            let mut events: Vec<SseEvent> = Vec::new();
+            loop {
+                let chunk = JsFuture::from(reader.read()).await;
+                if !alive.get() {
+                    let _ = reader.cancel();
+                    return;
+                }
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => return sink(closed(super::js_error_message(&e))),
+                };
+                let done = Reflect::get(&chunk, &JsValue::from_str("done"))
+                    .map(|d| d.is_truthy())
+                    .unwrap_or(true);
+                if done {
+                    return sink(closed(String::from("the server ended the event stream")));
+                }
+                let Ok(bytes) = Reflect::get(&chunk, &JsValue::from_str("value"))
+                    .and_then(|v| v.dyn_into::<Uint8Array>().map_err(|v| v))
+                else {
+                    continue;
+                };
+                let bytes = bytes.to_vec();
+                sink(Input::Activity {
+                    conn,
+                    bytes: bytes.len(),
+                });
+                let fed = parser.feed(&bytes, &mut events);
+                for input in dec.sse_inputs(conn, events.drain(..)) {
+                    if !alive.get() {
+                        return;
+                    }
+                    sink(input);
+                }
+                if let Err(e) = fed {
+                    if alive.get() {
+                        sink(Input::BadFrame {
+                            conn,
+                            error: dec.sse_error(e),
+                        });
+                    }
+                    return;
+                }
+                if !alive.get() {
+                    return;
+                }
+            }
+        });
+        SseConn { _task: task }
+    }
+}

@@ -1,0 +1,102 @@
+//! WebSocket adapter. Text frames (and binary frames holding UTF-8 JSON) become
+//! [`Input::Items`]; `onopen`/`onclose` become [`Input::Opened`]/[`Input::Closed`] with the
+//! close code. Browsers hide the HTTP status of a refused upgrade (the socket just closes
+//! with 1006 before opening); the engine classifies that from timing.
+//! Dropping the adapter removes its handlers and closes the socket.
+
+use super::json::Decoder;
+use super::Sink;
+use crate::engine::{ConnId, FrameError, Input};
+use js_sys::{ArrayBuffer, JsString, Uint8Array};
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
+
+pub struct WsConn {
+    ws: WebSocket,
+    _on_open: Closure<dyn Fn()>,
+    _on_message: Closure<dyn Fn(MessageEvent)>,
+    _on_close: Closure<dyn Fn(CloseEvent)>,
+}
+
+impl WsConn {
+    /// Opens `url`. `Err` holds why the browser refused to even try (a bad URL, a blocked
+    /// port, `ws:` from an `https:` page).
+    pub fn open(conn: ConnId, url: &str, dec: Rc<Decoder>, sink: Sink) -> Result<WsConn, String> {
+        let ws = WebSocket::new(url).map_err(|e| super::js_error_message(&e))?;
+        ws.set_binary_type(BinaryType::Arraybuffer);
+
+        let s = sink.clone();
+        let on_open = Closure::<dyn Fn()>::new(move || s(Input::Opened { conn }));
+        let s = sink.clone();
+        let on_message = Closure::<dyn Fn(MessageEvent)>::new(move |e: MessageEvent| {
+            let data = e.data();
+            let input = if let Some(text) = data.dyn_ref::<JsString>() {
+                dec.js_text(conn, text)
+            } else if let Some(buf) = data.dyn_ref::<ArrayBuffer>() {
+                if buf.byte_length() as usize > dec.max_bytes {
+                    dec.too_large(conn, buf.byte_length() as usize)
+                } else {
+                    match String::from_utf8(Uint8Array::new(buf).to_vec()) {
+                        Ok(text) => dec.text(conn, &text),
+                        Err(_) => Input::BadFrame {
+                            conn,
+                            error: FrameError::Binary,
+                        },
+                    }
+                }
+            } else {
+                Input::BadFrame {
+                    conn,
+                    error: FrameError::Binary,
+                }
+            };
+            s(input)
+        });
+        let on_close = Closure::<dyn Fn(CloseEvent)>::new(move |e: CloseEvent| {
+            sink(Input::Closed {
+                conn,
+                code: Some(e.code()),
+                reason: e.reason(),
+            })
+        });
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        // `onerror` always precedes `onclose` and carries nothing more: not listened to.
+        Ok(WsConn {
+            ws,
+            _on_open: on_open,
+            _on_message: on_message,
+            _on_close: on_close,
+        })
+    }
+
+    /// Sends a text frame; false when the socket is not open (the engine will see the
+    /// close and resend from its outbox).
+    pub fn send(&self, text: &str) -> bool {
+        self.ws.ready_state() == WebSocket::OPEN && self.ws.send_with_str(text).is_ok()
+    }
+
+    /// Closes with `code` (browsers only allow 1000 and 3000–4999 from a page).
+    pub fn close(&self, code: u16) {
+        let code = if code == 1000 || (3000..=4999).contains(&code) {
+            code
+        } else {
+            1000
+        };
+        let _ = self.ws.close_with_code(code);
+    }
+}
+
+impl Drop for WsConn {
+    fn drop(&mut self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        if self.ws.ready_state() <= WebSocket::OPEN {
+            self.close(1000);
+        }
+    }
+}
