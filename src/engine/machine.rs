@@ -1,24 +1,164 @@
-//! The engine itself (skeleton: the public surface is final, behaviour lands next).
+//! The engine: the ladder, failure classes, races, probes, backoff, liveness, delivery and
+//! the upstream outbox, as one state machine driven by [`Engine::handle`].
+//!
+//! Vocabulary. A *conn* is one connection attempt the engine asked for with
+//! [`Command::Open`]. A *round* walks down the ladder from `start_rung` until a rung
+//! delivers; a rung that has not delivered within `timeouts.race_ms` gets the next rung
+//! started beside it, and the first to deliver wins. The winner starts a *session*: the
+//! only conn whose items reach the app (for polling, the session outlives each request).
+//! While the session is on a lower rung, *probes* open a higher rung in the background and
+//! take over when it delivers. Every deadline lives in one list ([`Engine::poll_timeout`]
+//! and [`Input::Timeout`] read the same one), so a reported deadline is always consumed.
 
 use std::collections::VecDeque;
 
-use super::diagnostics::Diagnostics;
-use super::error::{ErrorCode, HoldfastError};
+use super::delivery::Delivery;
+use super::diagnostics::{Attempt, Diagnostics};
+use super::error::{ErrorCode, FrameError, HoldfastError, HttpFailure};
 use super::options::{Interop, Options};
 use super::types::*;
 use super::url::Endpoints;
-use super::util::Rng;
+use super::util::{cat, secs, u64_to_string, Rng};
 
-/// The transport state machine. `D` is the event payload handle (`JsValue` in the browser).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    /// Part of a connect round (not delivering yet).
+    Primary,
+    /// A background attempt at a higher rung.
+    Probe,
+    /// The session's conn (WebSocket/SSE stream, or the current poll request).
+    Session,
+}
+
+#[derive(Clone, Debug)]
+struct Conn {
+    id: ConnId,
+    transport: Transport,
+    rung: usize,
+    role: Role,
+    started_at: Millis,
+    opened_at: Option<Millis>,
+    /// First byte/frame seen (a poll response counts at `Opened`).
+    established: bool,
+    last_rx: Millis,
+    last_tx: Millis,
+    ping_deadline: Option<Millis>,
+    missed: u32,
+    raced: bool,
+    /// Poll requests: items arrived, and the `wait` asked.
+    poll_items: bool,
+    poll_wait: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Idle,
+    Running,
+    Offline,
+    Closed,
+}
+
+/// What to do after a failure.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Action {
+    /// The rung does not work here: try the next one.
+    Fallback,
+    /// Ask the token provider again; do not fall back.
+    Auth,
+    /// Wait as the server asked (`Retry-After`).
+    RateLimited(u64),
+    /// Reconnect on the same rung after the backoff.
+    Retry,
+    /// Reconnect on the same rung now (the connection was only suspect).
+    Now,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SendState {
+    Unsent,
+    OnConn(ConnId),
+    Posting,
+}
+
+#[derive(Clone, Debug)]
+struct Pending<D> {
+    id: MessageId,
+    data: D,
+    state: SendState,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Due {
+    Retry,
+    Healthy,
+    NextPoll,
+    Probe,
+    PostRetry,
+    /// Not open in time (or, for polling, no answer in time).
+    OpenTimeout(ConnId),
+    Race(ConnId),
+    FirstFrame(ConnId),
+    SseBytes(ConnId),
+    Ping(ConnId),
+    Pong(ConnId),
+    Silence(ConnId),
+}
+
+/// The transport state machine. `D` is the event payload handle (`JsValue` in the browser,
+/// any `Clone` type natively); the engine moves payloads, never inspects them.
 pub struct Engine<D> {
     options: Options,
     endpoints: Endpoints,
-    page: PageContext,
+    ladder: Vec<Transport>,
     rng: Rng,
     out: VecDeque<Output<D>>,
     snapshot: Snapshot,
     diagnostics: Diagnostics,
+
+    phase: Phase,
+    online: bool,
+    visible: bool,
+    remembered: Option<RememberedRung>,
+    ever_connected: bool,
+
+    next_conn: u32,
+    conns: Vec<Conn>,
+    /// The delivering rung, while a session exists.
+    session_rung: Option<usize>,
+    /// The session's current conn (a poll session has none between requests).
+    session_conn: Option<ConnId>,
+    start_rung: usize,
+    round_next: usize,
+    round_running: bool,
+    retry_at: Option<Millis>,
+    attempt: u32,
+    healthy_at: Option<Millis>,
+    last_error: Option<HoldfastError>,
+
+    token: Option<String>,
+    token_pending: bool,
+
+    next_poll_at: Option<Millis>,
+    probe_at: Option<Millis>,
+    probe_delay: u64,
+    probe_target: usize,
+
+    ping_interval: u64,
+    server_heartbeat: Option<u64>,
+    idle_deaths: Vec<u64>,
+
+    delivery: Delivery,
+
+    outbox: VecDeque<Pending<D>>,
+    post_retry_at: Option<Millis>,
+    post_attempt: u32,
+    msg_prefix: String,
+    msg_counter: u64,
 }
+
+const CLOSE_NORMAL: u16 = 1000;
+/// Minimum idle time before a death counts towards idle cut-off detection.
+const IDLE_MIN_MS: u64 = 5_000;
 
 impl<D: Clone> Engine<D> {
     /// Validates the options, derives every URL from the page, and returns an idle engine.
@@ -32,6 +172,14 @@ impl<D: Clone> Engine<D> {
         let _ = now;
         options.validate()?;
         let endpoints = Endpoints::derive(&options, &page.href)?;
+        let mut rng = Rng::new(seed);
+        let mut msg_prefix = String::from("m");
+        let r = rng.next_u64();
+        for i in 0..10 {
+            let c = b"0123456789abcdefghijklmnopqrstuv"[((r >> (i * 5)) & 31) as usize];
+            msg_prefix.push(c as char);
+        }
+        msg_prefix.push('-');
         let snapshot = Snapshot {
             status: Status::Idle,
             transport: None,
@@ -44,18 +192,83 @@ impl<D: Clone> Engine<D> {
         };
         Ok(Engine {
             diagnostics: Diagnostics::new(options.diagnostics_capacity),
-            options,
+            ladder: options.transports.clone(),
             endpoints,
-            page,
-            rng: Rng::new(seed),
+            rng,
             out: VecDeque::new(),
             snapshot,
+            phase: Phase::Idle,
+            online: page.online,
+            visible: page.visible,
+            remembered: page.remembered,
+            ever_connected: false,
+            next_conn: 1,
+            conns: Vec::new(),
+            session_rung: None,
+            session_conn: None,
+            start_rung: 0,
+            round_next: 0,
+            round_running: false,
+            retry_at: None,
+            attempt: 0,
+            healthy_at: None,
+            last_error: None,
+            token: None,
+            token_pending: false,
+            next_poll_at: None,
+            probe_at: None,
+            probe_delay: options.probe.initial_ms,
+            probe_target: 0,
+            ping_interval: options.heartbeat.ping_interval_ms,
+            server_heartbeat: None,
+            idle_deaths: Vec::new(),
+            delivery: Delivery::new(options.dedup_window),
+            outbox: VecDeque::new(),
+            post_retry_at: None,
+            post_attempt: 0,
+            msg_prefix,
+            msg_counter: 0,
+            options,
         })
     }
 
+    // ----- public surface -------------------------------------------------------------
+
     /// Feeds one input at time `now`. Drain [`Engine::poll_output`] afterwards.
     pub fn handle(&mut self, input: Input<D>, now: Millis) {
-        let _ = (input, now);
+        if self.phase == Phase::Closed {
+            return;
+        }
+        match input {
+            Input::Start => self.on_start(now),
+            Input::Close => self.close_client(None, now),
+            Input::Timeout => self.on_timeout(now),
+            Input::Token(result) => self.on_token(result, now),
+            Input::Opened { conn } => self.on_opened(conn, now),
+            Input::HttpStatus {
+                conn,
+                status,
+                retry_after_ms,
+                error_code,
+            } => self.on_http_status(conn, status, retry_after_ms, error_code, now),
+            Input::Activity { conn, bytes } => self.on_activity(conn, bytes, now),
+            Input::Items { conn, items } => self.on_items(conn, items, now),
+            Input::BadFrame { conn, error } => self.on_bad_frame(conn, error, now),
+            Input::Closed { conn, code, reason } => self.on_closed(conn, code, &reason, now),
+            Input::SendResult { msg_id, result } => self.on_send_result(msg_id, result, now),
+            Input::Online => self.on_online(now),
+            Input::Offline => self.on_offline(now),
+            Input::Visible => self.on_visible(now),
+            Input::Hidden => {
+                self.visible = false;
+            }
+            Input::Remembered(r) => {
+                if self.phase == Phase::Idle {
+                    self.remembered = r;
+                }
+            }
+        }
+        self.sync_snapshot();
     }
 
     /// The next output, in order.
@@ -65,14 +278,42 @@ impl<D: Clone> Engine<D> {
 
     /// The earliest time at which the engine wants [`Input::Timeout`].
     pub fn poll_timeout(&self) -> Option<Millis> {
-        None
+        let mut best: Option<Millis> = None;
+        self.deadlines(|at, _| {
+            best = Some(best.map_or(at, |b: Millis| b.min(at)));
+        });
+        best
     }
 
     /// Queues an upstream message. Fails with `outbox_full` when the outbox is full and
     /// with `closed` after the client was closed.
     pub fn send(&mut self, data: D, now: Millis) -> Result<MessageId, HoldfastError> {
-        let _ = (data, now, &mut self.rng);
-        Err(HoldfastError::new(ErrorCode::Closed, "not implemented yet"))
+        if self.phase == Phase::Closed {
+            return Err(HoldfastError::new(
+                ErrorCode::Closed,
+                "the client is closed: create a new one to send",
+            ));
+        }
+        if self.outbox.len() >= self.options.outbox_capacity {
+            return Err(HoldfastError::new(
+                ErrorCode::OutboxFull,
+                cat(&[
+                    "the outbox already holds ",
+                    &u64_to_string(self.outbox.len() as u64),
+                    " unacknowledged messages (option outboxCapacity): wait for acknowledgements or raise the limit",
+                ]),
+            ));
+        }
+        self.msg_counter += 1;
+        let id = MessageId(cat(&[&self.msg_prefix, &u64_to_string(self.msg_counter)]));
+        self.outbox.push_back(Pending {
+            id: id.clone(),
+            data,
+            state: SendState::Unsent,
+        });
+        self.flush_outbox(now);
+        self.sync_snapshot();
+        Ok(id)
     }
 
     /// The current state.
@@ -107,11 +348,1528 @@ impl<D: Clone> Engine<D> {
 
     /// Whether the client was closed (by the app or after giving up).
     pub fn is_closed(&self) -> bool {
-        self.snapshot.status == Status::Closed
+        self.phase == Phase::Closed
     }
 
-    #[allow(dead_code)]
-    fn page(&self) -> &PageContext {
-        &self.page
+    /// Whether events are flowing now.
+    pub fn is_connected(&self) -> bool {
+        self.session_rung.is_some()
+    }
+
+    // ----- inputs ---------------------------------------------------------------------
+
+    fn on_start(&mut self, now: Millis) {
+        if self.phase != Phase::Idle {
+            return;
+        }
+        if let Some(r) = self.remembered {
+            let idx = self.ladder.iter().position(|t| *t == r.transport);
+            if r.expires_at <= now || !self.options.memory.enabled || idx.is_none() {
+                self.remembered = None;
+                if self.options.memory.enabled {
+                    self.cmd(Command::Forget {
+                        key: self.endpoints.memory_key.clone(),
+                    });
+                }
+            } else if let Some(i) = idx {
+                self.start_rung = i;
+                if i > 0 {
+                    self.diagnostics.note(
+                        now,
+                        cat(&[
+                            "starting on ",
+                            r.transport.as_str(),
+                            ": it is remembered as the rung that worked for this endpoint",
+                        ]),
+                    );
+                }
+            }
+        }
+        if !self.online {
+            self.phase = Phase::Offline;
+            return;
+        }
+        self.phase = Phase::Running;
+        self.start_round(now);
+    }
+
+    fn on_timeout(&mut self, now: Millis) {
+        if let Some(expected) = self.poll_timeout() {
+            let h = &self.options.heartbeat;
+            let threshold = if self.visible {
+                h.clock_jump_ms
+            } else {
+                (h.clock_jump_ms * 2).max(65_000)
+            };
+            if now > expected.saturating_add(threshold) {
+                self.on_clock_jump(now - expected, now);
+            }
+        }
+        // Handling a deadline can only create later ones (or ones due now, which the next
+        // pass handles); the bound is a guard, not a limit reached in practice.
+        for _ in 0..32 {
+            let mut due: Vec<Due> = Vec::new();
+            self.deadlines(|at, d| {
+                if at <= now {
+                    due.push(d)
+                }
+            });
+            if due.is_empty() {
+                break;
+            }
+            for d in due {
+                self.handle_due(d, now);
+            }
+        }
+    }
+
+    fn on_token(&mut self, result: Result<String, String>, now: Millis) {
+        if !self.token_pending {
+            return;
+        }
+        self.token_pending = false;
+        match result {
+            Ok(t) => {
+                self.token = Some(t);
+                if self.phase == Phase::Running
+                    && self.session_rung.is_none()
+                    && !self.round_running
+                    && self.retry_at.is_none()
+                {
+                    self.start_round(now);
+                }
+                self.flush_outbox(now);
+            }
+            Err(why) => {
+                let err = HoldfastError::new(
+                    ErrorCode::TokenProvider,
+                    cat(&["the token provider failed: ", &why]),
+                );
+                self.emit_error(err.clone());
+                if self.session_rung.is_none() && !self.round_running {
+                    self.round_failed(err, None, now);
+                }
+            }
+        }
+    }
+
+    fn on_opened(&mut self, id: ConnId, now: Millis) {
+        let Some(c) = self.conn_mut(id) else { return };
+        if c.opened_at.is_some() {
+            return;
+        }
+        c.opened_at = Some(now);
+        c.last_rx = now;
+        let (transport, role) = (c.transport, c.role);
+        if let Some(a) = self.diagnostics.attempt_mut(id) {
+            a.opened_at = Some(now);
+        }
+        match transport {
+            // Servers without a hello still answer a ping: it proves frames flow.
+            Transport::WebSocket => {
+                let text = self.options.interop.ping_text.clone();
+                if let Some(c) = self.conn_mut(id) {
+                    c.last_tx = now;
+                }
+                self.cmd(Command::SendPing { conn: id, text });
+            }
+            Transport::Polling => {
+                if role != Role::Session {
+                    self.establish(id, now);
+                }
+            }
+            Transport::Sse => {}
+        }
+    }
+
+    fn on_http_status(
+        &mut self,
+        id: ConnId,
+        status: u16,
+        retry_after: Option<u64>,
+        error_code: Option<String>,
+        now: Millis,
+    ) {
+        let Some(c) = self.conn(id) else { return };
+        let t = c.transport;
+        let (code, action, msg) = classify_status(t, status, retry_after, error_code.as_deref());
+        let url = self.diag_url(id);
+        let mut m = cat(&[&msg, " (", t.as_str(), " ", &url, ")"]);
+        if action == Action::Fallback {
+            if let Some(next) = self.next_rung_name(id) {
+                m.push_str("; trying ");
+                m.push_str(next);
+            }
+        }
+        self.fail_conn(id, HoldfastError::new(code, m).on(t), action, false, now);
+    }
+
+    fn on_activity(&mut self, id: ConnId, bytes: usize, now: Millis) {
+        let _ = bytes;
+        let Some(c) = self.conn_mut(id) else { return };
+        c.last_rx = now;
+        c.ping_deadline = None;
+        c.missed = 0;
+        if c.transport == Transport::Sse && c.opened_at.is_some() && !c.established {
+            self.establish(id, now);
+        }
+    }
+
+    fn on_items(&mut self, id: ConnId, items: Vec<Item<D>>, now: Millis) {
+        let Some(c) = self.conn_mut(id) else { return };
+        c.last_rx = now;
+        c.ping_deadline = None;
+        c.missed = 0;
+        if c.opened_at.is_none() {
+            c.opened_at = Some(now);
+        }
+        if c.transport == Transport::Polling && !items.is_empty() {
+            c.poll_items = true;
+        }
+        if !c.established {
+            self.establish(id, now);
+        }
+        if self.session_conn != Some(id) {
+            return;
+        }
+        for item in items {
+            if self.session_conn != Some(id) {
+                break; // a control item ended the session
+            }
+            self.on_item(id, item, now);
+        }
+    }
+
+    fn on_item(&mut self, id: ConnId, item: Item<D>, now: Millis) {
+        match item {
+            Item::Event {
+                id: eid,
+                kind,
+                data,
+            } => {
+                if self.delivery.accept(eid.as_deref()) {
+                    self.app(AppEvent::Message {
+                        id: eid,
+                        kind,
+                        data,
+                    });
+                }
+            }
+            Item::Hello {
+                cursor,
+                heartbeat_ms,
+            } => {
+                if let Some(c) = cursor {
+                    self.delivery.adopt(&c);
+                }
+                if let Some(h) = heartbeat_ms {
+                    if h > 0 {
+                        self.server_heartbeat = Some(h);
+                    }
+                }
+            }
+            Item::Heartbeat | Item::Pong => {}
+            Item::Reset { reason, oldest } => {
+                let cursor = self.delivery.cursor().map(String::from);
+                if self.delivery.reset(oldest.as_deref()) {
+                    let mut m = String::from(
+                        "the server no longer holds the events after the cursor: some were lost; reload your state",
+                    );
+                    if !reason.is_empty() {
+                        m.push_str(" (");
+                        m.push_str(&reason);
+                        m.push(')');
+                    }
+                    let err = HoldfastError::new(ErrorCode::ServerReset, m)
+                        .on(self.ladder[self.session_rung.unwrap_or(0)]);
+                    self.last_error = Some(err);
+                    self.diagnostics
+                        .note(now, cat(&["server reset: ", &reason]));
+                    self.app(AppEvent::Gap {
+                        reason,
+                        cursor,
+                        oldest,
+                    });
+                }
+            }
+            Item::Ack { id: mid } => self.acked(&mid, now),
+            Item::ServerError { code, message } => {
+                if code == "token_expired" || code == "token_invalid" {
+                    self.token = None;
+                }
+                let t = self.conn(id).map(|c| c.transport);
+                let mut err = HoldfastError::new(
+                    ErrorCode::ServerError,
+                    cat(&["the server reported ", &code, ": ", &message]),
+                );
+                err.transport = t;
+                self.emit_error(err);
+            }
+        }
+    }
+
+    fn on_bad_frame(&mut self, id: ConnId, error: FrameError, now: Millis) {
+        let Some(c) = self.conn_mut(id) else { return };
+        c.last_rx = now;
+        let t = c.transport;
+        let established = c.established;
+        let mut msg = error.describe();
+        let err_code = error.code();
+        // An SSE parser cannot continue after an oversized event; a WebSocket or poll
+        // frame is self-contained, so the stream goes on without it.
+        let fatal = t == Transport::Sse && err_code == ErrorCode::FrameTooLarge;
+        if established && !fatal {
+            msg.push_str("; skipped it");
+            self.emit_error(HoldfastError::new(err_code, msg).on(t));
+            return;
+        }
+        let action = if established {
+            Action::Retry
+        } else {
+            Action::Fallback
+        };
+        self.fail_conn(
+            id,
+            HoldfastError::new(err_code, msg).on(t),
+            action,
+            true,
+            now,
+        );
+    }
+
+    fn on_closed(&mut self, id: ConnId, code: Option<u16>, reason: &str, now: Millis) {
+        let Some(c) = self.conn(id).cloned() else {
+            return;
+        };
+        let t = c.transport;
+        if t == Transport::Polling && c.opened_at.is_some() && c.established {
+            // A poll request finished.
+            self.remove_conn(id, now, None);
+            if self.session_conn == Some(id) {
+                self.session_conn = None;
+                let at = if c.poll_items {
+                    now
+                } else {
+                    now.max(c.started_at + self.options.polling.interval_ms)
+                };
+                if at <= now && self.phase == Phase::Running {
+                    if let Some(r) = self.session_rung {
+                        let next = self.open_conn(r, Role::Session, now);
+                        self.session_conn = Some(next);
+                    }
+                } else {
+                    self.next_poll_at = Some(at);
+                }
+            }
+            return;
+        }
+        let url = self.diag_url(id);
+        let abnormal = matches!(code, None | Some(1005) | Some(1006));
+        let (err_code, action, mut msg) = if let Some(code) = code.filter(|_| !abnormal) {
+            classify_close(code, reason)
+        } else if c.opened_at.is_none() {
+            match t {
+                Transport::WebSocket => (
+                    ErrorCode::UpgradeRefused,
+                    Action::Fallback,
+                    String::from("no WebSocket upgrade (HTTP 101): the server is unreachable, or a proxy in between (nginx without Upgrade headers, IIS without the WebSocket module) refused it"),
+                ),
+                _ => (
+                    ErrorCode::NetworkError,
+                    Action::Fallback,
+                    String::from("the request failed without an HTTP status: the server is unreachable, or CORS, mixed content or a CSP blocked it"),
+                ),
+            }
+        } else if !c.established {
+            (
+                ErrorCode::ClosedByPeer,
+                Action::Fallback,
+                String::from("the connection opened, then closed before any data arrived: a proxy is probably interfering"),
+            )
+        } else {
+            (
+                ErrorCode::ClosedByPeer,
+                Action::Retry,
+                String::from("the connection was closed by the server or a proxy"),
+            )
+        };
+        let mut err_code = err_code;
+        if c.established && abnormal {
+            if let Some(m) = self.idle_cutoff_check(&c, now) {
+                err_code = ErrorCode::IdleCutoff;
+                msg = m;
+            }
+        }
+        msg.push_str(" (");
+        msg.push_str(t.as_str());
+        msg.push(' ');
+        msg.push_str(&url);
+        msg.push(')');
+        if action == Action::Fallback {
+            if let Some(next) = self.next_rung_name(id) {
+                msg.push_str("; trying ");
+                msg.push_str(next);
+            }
+        }
+        self.fail_conn(
+            id,
+            HoldfastError::new(err_code, msg).on(t),
+            action,
+            false,
+            now,
+        );
+    }
+
+    fn on_send_result(&mut self, msg_id: MessageId, result: Result<(), HttpFailure>, now: Millis) {
+        let Some(pos) = self.outbox.iter().position(|p| p.id == msg_id) else {
+            return;
+        };
+        if self.outbox[pos].state != SendState::Posting {
+            return;
+        }
+        match result {
+            Ok(()) => self.acked(msg_id.as_str(), now),
+            Err(f) => {
+                self.outbox[pos].state = SendState::Unsent;
+                match f.status {
+                    Some(401) => {
+                        self.token = None;
+                        self.post_attempt += 1;
+                        let d = self.post_backoff();
+                        self.post_retry_at = Some(now + d);
+                        self.request_token();
+                    }
+                    Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => {
+                        let p = self.outbox.remove(pos).expect("position found above");
+                        let mut m = String::from("the server refused the message (HTTP ");
+                        m.push_str(&u64_to_string(s as u64));
+                        if let Some(c) = &f.error_code {
+                            m.push_str(", ");
+                            m.push_str(c);
+                        }
+                        m.push_str("): it will not be retried");
+                        self.app(AppEvent::SendFailed {
+                            msg_id: p.id,
+                            error: HoldfastError::new(ErrorCode::SendFailed, m),
+                        });
+                        self.flush_outbox(now);
+                    }
+                    _ => {
+                        self.post_attempt += 1;
+                        let d = self.post_backoff();
+                        let d = f.retry_after_ms.map_or(d, |r| r.max(d));
+                        self.post_retry_at = Some(now + d);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_online(&mut self, now: Millis) {
+        self.online = true;
+        match self.phase {
+            Phase::Offline => {
+                self.phase = Phase::Running;
+                self.diagnostics.note(
+                    now,
+                    String::from("the browser is online again: reconnecting now"),
+                );
+                self.start_round(now);
+            }
+            Phase::Running if self.retry_at.is_some() => {
+                self.retry_at = None;
+                self.start_round(now);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_offline(&mut self, now: Millis) {
+        self.online = false;
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.phase = Phase::Offline;
+        self.close_all(now);
+        self.retry_at = None;
+        let err = HoldfastError::new(
+            ErrorCode::Offline,
+            "the browser reports no network: paused until it is back online",
+        );
+        self.emit_error(err);
+    }
+
+    fn on_visible(&mut self, now: Millis) {
+        self.visible = true;
+        self.verify_session(false, now);
+    }
+
+    fn on_clock_jump(&mut self, late: u64, now: Millis) {
+        self.diagnostics.note(
+            now,
+            cat(&[
+                "a timer fired ",
+                &secs(late),
+                " late: the machine probably slept; checking the connection",
+            ]),
+        );
+        self.verify_session(true, now);
+    }
+
+    /// The session may be dead without anyone having told us (page was hidden, machine
+    /// slept): check it now instead of waiting for the next heartbeat.
+    fn verify_session(&mut self, slept: bool, now: Millis) {
+        let Some(id) = self.session_conn else {
+            if slept {
+                if let Some(at) = self.next_poll_at {
+                    self.next_poll_at = Some(at.min(now));
+                }
+            }
+            return;
+        };
+        let Some(c) = self.conn(id).cloned() else {
+            return;
+        };
+        match c.transport {
+            Transport::WebSocket => {
+                let text = self.options.interop.ping_text.clone();
+                let timeout = self.options.heartbeat.pong_timeout_ms;
+                let max = self.options.heartbeat.max_missed;
+                if let Some(c) = self.conn_mut(id) {
+                    c.ping_deadline = Some(now + timeout);
+                    // One missed answer is enough now.
+                    c.missed = max.saturating_sub(1);
+                    c.last_tx = now;
+                }
+                self.cmd(Command::SendPing { conn: id, text });
+            }
+            Transport::Sse => {
+                if slept || now >= c.last_rx + self.silence_ms() {
+                    let e = HoldfastError::new(
+                        ErrorCode::HeartbeatTimeout,
+                        "no data from the server since the page was suspended: reconnecting",
+                    )
+                    .on(Transport::Sse);
+                    self.fail_conn(id, e, Action::Now, true, now);
+                }
+            }
+            Transport::Polling => {
+                if slept {
+                    // The request probably died with the network; ask again now.
+                    self.remove_conn(id, now, Some(CLOSE_NORMAL));
+                    self.session_conn = None;
+                    self.next_poll_at = Some(now);
+                }
+            }
+        }
+    }
+
+    // ----- deadlines ------------------------------------------------------------------
+
+    fn silence_ms(&self) -> u64 {
+        match self.server_heartbeat {
+            Some(h) => h
+                .saturating_mul(2)
+                .saturating_add(self.options.heartbeat.pong_timeout_ms),
+            None => self.options.heartbeat.server_silence_ms,
+        }
+    }
+
+    fn deadlines(&self, mut f: impl FnMut(Millis, Due)) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(at) = self.retry_at {
+            f(at, Due::Retry);
+        }
+        if let Some(at) = self.healthy_at {
+            f(at, Due::Healthy);
+        }
+        if let Some(at) = self.next_poll_at {
+            f(at, Due::NextPoll);
+        }
+        if let Some(at) = self.probe_at {
+            f(at, Due::Probe);
+        }
+        if let Some(at) = self.post_retry_at {
+            f(at, Due::PostRetry);
+        }
+        let t = &self.options.timeouts;
+        for c in &self.conns {
+            if c.transport == Transport::Polling {
+                if t.open_ms > 0 {
+                    f(
+                        c.started_at + c.poll_wait + t.open_ms,
+                        Due::OpenTimeout(c.id),
+                    );
+                }
+            } else if c.opened_at.is_none() && t.open_ms > 0 {
+                f(c.started_at + t.open_ms, Due::OpenTimeout(c.id));
+            }
+            if !c.established {
+                if c.role == Role::Primary
+                    && !c.raced
+                    && t.race_ms > 0
+                    && self.round_next < self.ladder.len()
+                {
+                    f(c.started_at + t.race_ms, Due::Race(c.id));
+                }
+                if let Some(o) = c.opened_at {
+                    match c.transport {
+                        Transport::WebSocket if t.first_frame_ms > 0 => {
+                            f(o + t.first_frame_ms, Due::FirstFrame(c.id))
+                        }
+                        Transport::Sse if t.sse_first_bytes_ms > 0 => {
+                            f(o + t.sse_first_bytes_ms, Due::SseBytes(c.id))
+                        }
+                        _ => {}
+                    }
+                }
+            } else if c.role == Role::Session {
+                match c.transport {
+                    Transport::WebSocket => match c.ping_deadline {
+                        Some(d) => f(d, Due::Pong(c.id)),
+                        None => f(
+                            c.last_rx.max(c.last_tx) + self.ping_interval,
+                            Due::Ping(c.id),
+                        ),
+                    },
+                    Transport::Sse => f(c.last_rx + self.silence_ms(), Due::Silence(c.id)),
+                    Transport::Polling => {}
+                }
+            }
+        }
+    }
+
+    fn handle_due(&mut self, d: Due, now: Millis) {
+        match d {
+            Due::Retry => {
+                self.retry_at = None;
+                self.start_round(now);
+            }
+            Due::Healthy => {
+                self.healthy_at = None;
+                self.attempt = 0;
+                self.idle_deaths.clear();
+            }
+            Due::NextPoll => {
+                self.next_poll_at = None;
+                if let Some(r) = self.session_rung {
+                    if self.session_conn.is_none() {
+                        let id = self.open_conn(r, Role::Session, now);
+                        self.session_conn = Some(id);
+                    }
+                }
+            }
+            Due::Probe => {
+                self.probe_at = None;
+                self.start_probe(now);
+            }
+            Due::PostRetry => {
+                self.post_retry_at = None;
+                self.flush_outbox(now);
+            }
+            Due::OpenTimeout(id) => {
+                let Some(c) = self.conn(id) else { return };
+                let t = c.transport;
+                let established = c.established;
+                let limit = self.options.timeouts.open_ms + c.poll_wait;
+                let msg = if t == Transport::Polling {
+                    cat(&["the poll request got no answer within ", &secs(limit)])
+                } else {
+                    cat(&["the connection did not open within ", &secs(limit)])
+                };
+                let action = if established {
+                    Action::Retry
+                } else {
+                    Action::Fallback
+                };
+                let e = HoldfastError::new(ErrorCode::OpenTimeout, self.with_next(msg, id)).on(t);
+                self.fail_conn(id, e, action, true, now);
+            }
+            Due::Race(id) => {
+                if let Some(c) = self.conn_mut(id) {
+                    c.raced = true;
+                    let t = c.transport;
+                    if self.round_next < self.ladder.len() {
+                        let next = self.ladder[self.round_next];
+                        self.diagnostics.note(
+                            now,
+                            cat(&[
+                                t.as_str(),
+                                " is slow to deliver: starting ",
+                                next.as_str(),
+                                " beside it",
+                            ]),
+                        );
+                        self.open_next(now);
+                    }
+                }
+            }
+            Due::FirstFrame(id) => {
+                let ms = self.options.timeouts.first_frame_ms;
+                let msg = cat(&[
+                    "the WebSocket opened (HTTP 101) but no frame arrived within ",
+                    &secs(ms),
+                    ": a proxy passes the upgrade but not the data",
+                ]);
+                let e = HoldfastError::new(ErrorCode::SilentAfterOpen, self.with_next(msg, id))
+                    .on(Transport::WebSocket);
+                self.fail_conn(id, e, Action::Fallback, true, now);
+            }
+            Due::SseBytes(id) => {
+                let ms = self.options.timeouts.sse_first_bytes_ms;
+                let msg = cat(&[
+                    "the SSE response started but no bytes followed within ",
+                    &secs(ms),
+                    ": a proxy or compression is buffering the stream (nginx: X-Accel-Buffering: no; IIS: disable response buffering)",
+                ]);
+                let e = HoldfastError::new(ErrorCode::SseBuffered, self.with_next(msg, id))
+                    .on(Transport::Sse);
+                self.fail_conn(id, e, Action::Fallback, true, now);
+            }
+            Due::Ping(id) => {
+                let text = self.options.interop.ping_text.clone();
+                let timeout = self.options.heartbeat.pong_timeout_ms;
+                if let Some(c) = self.conn_mut(id) {
+                    c.ping_deadline = Some(now + timeout);
+                    c.last_tx = now;
+                }
+                self.cmd(Command::SendPing { conn: id, text });
+            }
+            Due::Pong(id) => {
+                let h = &self.options.heartbeat;
+                let (max, timeout) = (h.max_missed, h.pong_timeout_ms);
+                let text = self.options.interop.ping_text.clone();
+                let Some(c) = self.conn_mut(id) else { return };
+                c.missed += 1;
+                if c.missed >= max {
+                    let n = c.missed;
+                    let e = HoldfastError::new(
+                        ErrorCode::HeartbeatTimeout,
+                        cat(&[
+                            "no answer to ",
+                            &u64_to_string(n as u64),
+                            " pings in a row: the connection is dead; reconnecting",
+                        ]),
+                    )
+                    .on(Transport::WebSocket);
+                    self.fail_conn(id, e, Action::Retry, true, now);
+                } else {
+                    c.ping_deadline = Some(now + timeout);
+                    c.last_tx = now;
+                    self.cmd(Command::SendPing { conn: id, text });
+                }
+            }
+            Due::Silence(id) => {
+                let ms = self.silence_ms();
+                let e = HoldfastError::new(
+                    ErrorCode::HeartbeatTimeout,
+                    cat(&[
+                        "no data or heartbeat from the server for ",
+                        &secs(ms),
+                        ": the stream is dead or buffered; reconnecting",
+                    ]),
+                )
+                .on(Transport::Sse);
+                self.fail_conn(id, e, Action::Retry, true, now);
+            }
+        }
+    }
+
+    // ----- rounds, sessions, probes ---------------------------------------------------
+
+    fn start_round(&mut self, now: Millis) {
+        if self.phase != Phase::Running || self.session_rung.is_some() {
+            return;
+        }
+        self.retry_at = None;
+        if self.options.use_token && self.token.is_none() {
+            self.request_token();
+            return;
+        }
+        // Anything left from an earlier round is abandoned.
+        let leftovers: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|c| c.role == Role::Primary)
+            .map(|c| c.id)
+            .collect();
+        for id in leftovers {
+            self.remove_conn(id, now, Some(CLOSE_NORMAL));
+        }
+        self.round_next = self.start_rung;
+        self.round_running = true;
+        self.open_next(now);
+    }
+
+    fn open_next(&mut self, now: Millis) -> bool {
+        if self.round_next >= self.ladder.len() {
+            return false;
+        }
+        let r = self.round_next;
+        self.round_next += 1;
+        self.open_conn(r, Role::Primary, now);
+        true
+    }
+
+    fn request_token(&mut self) {
+        if !self.token_pending {
+            self.token_pending = true;
+            self.cmd(Command::RequestToken);
+        }
+    }
+
+    fn rung_url(&self, t: Transport, wait: Option<u64>, with_token: bool) -> String {
+        let Some(base) = self.endpoints.get(t) else {
+            return String::new();
+        };
+        let i = &self.options.interop;
+        let mut params: Vec<(&str, &str)> = Vec::with_capacity(4 + self.options.params.len());
+        if let Some(topic) = &self.options.topic {
+            params.push((&i.topic_param, topic));
+        }
+        for (k, v) in &self.options.params {
+            params.push((k, v));
+        }
+        if let Some(c) = self.delivery.cursor() {
+            params.push((&i.since_param, c));
+        }
+        let wait_s;
+        if let Some(w) = wait {
+            wait_s = u64_to_string(w);
+            params.push((&i.wait_param, &wait_s));
+        }
+        if with_token && t == Transport::WebSocket {
+            if let Some(tok) = &self.token {
+                params.push((&i.token_param, tok));
+            }
+        }
+        base.to_string_with(&params)
+    }
+
+    fn open_conn(&mut self, rung: usize, role: Role, now: Millis) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn = self.next_conn.wrapping_add(1).max(1);
+        let t = self.ladder[rung];
+        let wait = if t == Transport::Polling {
+            // The first request of a poll session returns at once: it proves the rung.
+            Some(if role == Role::Session {
+                self.options.polling.wait_ms.unwrap_or(0)
+            } else {
+                0
+            })
+        } else {
+            None
+        };
+        let wait_param = if self.options.polling.wait_ms.is_some() {
+            wait
+        } else {
+            None
+        };
+        let url = self.rung_url(t, wait_param, true);
+        let diag_url = self.rung_url(t, wait_param, false);
+        let token = if t == Transport::WebSocket {
+            None
+        } else {
+            self.token.clone().map(Secret::new)
+        };
+        let last_event_id = if t == Transport::Sse {
+            self.delivery.cursor().map(String::from)
+        } else {
+            None
+        };
+        self.conns.push(Conn {
+            id,
+            transport: t,
+            rung,
+            role,
+            started_at: now,
+            opened_at: None,
+            // A poll request inside a session needs no proof that the rung works.
+            established: role == Role::Session,
+            last_rx: now,
+            last_tx: now,
+            ping_deadline: None,
+            missed: 0,
+            raced: false,
+            poll_items: false,
+            poll_wait: wait.unwrap_or(0),
+        });
+        if role != Role::Session {
+            self.diagnostics.push_attempt(Attempt {
+                conn: id,
+                transport: t,
+                probe: role == Role::Probe,
+                url: diag_url,
+                started_at: now,
+                opened_at: None,
+                first_data_at: None,
+                ended_at: None,
+                failure: None,
+            });
+        }
+        self.cmd(Command::Open {
+            conn: id,
+            transport: t,
+            url,
+            token,
+            last_event_id,
+        });
+        id
+    }
+
+    /// A conn delivered its first data: it wins its round, or its probe takes over.
+    fn establish(&mut self, id: ConnId, now: Millis) {
+        let Some(c) = self.conn_mut(id) else { return };
+        c.established = true;
+        let (role, rung, t) = (c.role, c.rung, c.transport);
+        if let Some(a) = self.diagnostics.attempt_mut(id) {
+            a.first_data_at = Some(now);
+        }
+        if role == Role::Session {
+            return;
+        }
+        // Everything else that could deliver goes: never two rungs at once.
+        let others: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|c| c.id != id)
+            .map(|c| c.id)
+            .collect();
+        for o in others {
+            self.remove_conn(o, now, Some(CLOSE_NORMAL));
+        }
+        let moved_up = role == Role::Probe;
+        if let Some(c) = self.conn_mut(id) {
+            c.role = Role::Session;
+        }
+        if let Some(a) = self.diagnostics.attempt_mut(id) {
+            a.ended_at = None;
+        }
+        let previous = self.session_rung.map(|r| self.ladder[r]);
+        self.session_rung = Some(rung);
+        self.session_conn = Some(id);
+        self.next_poll_at = None;
+        self.round_running = false;
+        self.retry_at = None;
+        self.start_rung = rung;
+        self.ever_connected = true;
+        self.healthy_at = Some(now + self.options.backoff.healthy_after_ms);
+        if moved_up {
+            self.diagnostics.note(
+                now,
+                cat(&[
+                    "moved up from ",
+                    previous.map_or("?", |p| p.as_str()),
+                    " to ",
+                    t.as_str(),
+                ]),
+            );
+            self.probe_delay = self.options.probe.initial_ms;
+            self.probe_target = 0;
+        } else if rung > 0 {
+            let failed: Vec<&str> = self.ladder[..rung].iter().map(|t| t.as_str()).collect();
+            self.diagnostics.note(
+                now,
+                cat(&[
+                    "using ",
+                    t.as_str(),
+                    " because ",
+                    &failed.join(", "),
+                    " failed",
+                ]),
+            );
+        }
+        self.probe_at = None;
+        if rung > 0 && self.options.probe.enabled {
+            self.probe_at = Some(now + self.probe_delay);
+            if self.probe_target >= rung {
+                self.probe_target = 0;
+            }
+        }
+        self.remember(rung, now);
+        // Messages that were on a previous conn go again on this one.
+        for p in self.outbox.iter_mut() {
+            if p.state != SendState::Posting {
+                p.state = SendState::Unsent;
+            }
+        }
+        self.flush_outbox(now);
+    }
+
+    fn remember(&mut self, rung: usize, now: Millis) {
+        if !self.options.memory.enabled {
+            return;
+        }
+        let key = self.endpoints.memory_key.clone();
+        if rung == 0 {
+            if self.remembered.take().is_some() {
+                self.cmd(Command::Forget { key });
+            }
+            return;
+        }
+        let t = self.ladder[rung];
+        let ttl = self.options.memory.ttl_ms;
+        let fresh =
+            matches!(self.remembered, Some(r) if r.transport == t && r.expires_at >= now + ttl / 2);
+        if !fresh {
+            let value = RememberedRung {
+                transport: t,
+                expires_at: now + ttl,
+            };
+            self.remembered = Some(value);
+            self.cmd(Command::Remember { key, value });
+        }
+    }
+
+    fn start_probe(&mut self, now: Millis) {
+        let Some(rung) = self.session_rung else {
+            return;
+        };
+        if rung == 0 || self.conns.iter().any(|c| c.role == Role::Probe) {
+            return;
+        }
+        if self.options.use_token && self.token.is_none() {
+            self.probe_at = Some(now + self.probe_delay);
+            return;
+        }
+        let target = self.probe_target.min(rung - 1);
+        self.open_conn(target, Role::Probe, now);
+    }
+
+    fn probe_failed(&mut self, now: Millis) {
+        let Some(rung) = self.session_rung else {
+            return;
+        };
+        self.probe_target += 1;
+        if self.probe_target >= rung {
+            self.probe_target = 0;
+            self.probe_delay = (self.probe_delay.saturating_mul(2)).min(self.options.probe.max_ms);
+        }
+        self.probe_at = Some(now + self.probe_delay);
+    }
+
+    /// Ends conn `id` for `err`, then decides what comes next. `close`: the engine ends it
+    /// (so the web layer must be told); otherwise it already ended.
+    fn fail_conn(
+        &mut self,
+        id: ConnId,
+        err: HoldfastError,
+        action: Action,
+        close: bool,
+        now: Millis,
+    ) {
+        let Some(c) = self.conn(id).cloned() else {
+            return;
+        };
+        if let Some(a) = self.diagnostics.attempt_mut(id) {
+            a.failure = Some(err.clone());
+        }
+        self.remove_conn(id, now, if close { Some(CLOSE_NORMAL) } else { None });
+        match c.role {
+            Role::Probe => {
+                let mut n = String::from("probe of ");
+                n.push_str(c.transport.as_str());
+                n.push_str(" failed: ");
+                n.push_str(err.code.as_str());
+                self.diagnostics.note(now, n);
+                if action == Action::Auth {
+                    self.token = None;
+                }
+                self.probe_failed(now);
+            }
+            Role::Session => self.session_lost(c, err, action, now),
+            Role::Primary => self.primary_failed(err, action, now),
+        }
+    }
+
+    fn primary_failed(&mut self, err: HoldfastError, action: Action, now: Millis) {
+        self.emit_error(err.clone());
+        match action {
+            Action::Auth | Action::RateLimited(_) => {
+                if action == Action::Auth {
+                    self.token = None;
+                }
+                let ids: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|c| c.role == Role::Primary)
+                    .map(|c| c.id)
+                    .collect();
+                for id in ids {
+                    self.remove_conn(id, now, Some(CLOSE_NORMAL));
+                }
+                let floor = match action {
+                    Action::RateLimited(ms) => Some(ms),
+                    _ => None,
+                };
+                self.round_failed(err, floor, now);
+            }
+            _ => {
+                if self.conns.iter().any(|c| c.role == Role::Primary) {
+                    return; // a racer is still going
+                }
+                if !self.open_next(now) {
+                    self.round_failed(err, None, now);
+                }
+            }
+        }
+    }
+
+    fn round_failed(&mut self, err: HoldfastError, floor: Option<u64>, now: Millis) {
+        self.round_running = false;
+        let delay = self.backoff_delay(false, floor);
+        self.attempt += 1;
+        if let Some(max) = self.options.backoff.max_attempts {
+            if self.attempt >= max {
+                let m = cat(&[
+                    "gave up after ",
+                    &u64_to_string(self.attempt as u64),
+                    " failed attempts (option backoff.maxAttempts); last error: ",
+                    &err.message,
+                ]);
+                self.close_client(Some(HoldfastError::new(ErrorCode::GaveUp, m)), now);
+                return;
+            }
+        }
+        self.retry_at = Some(now + delay);
+        if self.options.use_token && self.token.is_none() {
+            self.request_token();
+        }
+    }
+
+    fn session_lost(&mut self, c: Conn, err: HoldfastError, action: Action, now: Millis) {
+        self.emit_error(err.clone());
+        self.session_rung = None;
+        self.session_conn = None;
+        self.next_poll_at = None;
+        self.probe_at = None;
+        self.healthy_at = None;
+        let probes: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
+        for id in probes {
+            self.remove_conn(id, now, Some(CLOSE_NORMAL));
+        }
+        for p in self.outbox.iter_mut() {
+            if p.state == SendState::OnConn(c.id) {
+                p.state = SendState::Unsent;
+            }
+        }
+        self.start_rung = c.rung;
+        match action {
+            Action::Now => self.start_round(now),
+            Action::Auth => {
+                self.token = None;
+                self.round_failed(err, None, now);
+            }
+            Action::RateLimited(ms) => self.round_failed(err, Some(ms), now),
+            Action::Fallback | Action::Retry => {
+                let delay = self.backoff_delay(true, None);
+                self.attempt += 1;
+                self.retry_at = Some(now + delay);
+            }
+        }
+    }
+
+    /// The wait before the next round. The first retry after losing a working session is
+    /// spread over `[0, spread_ms]` (everyone cut at once must not return at once); later
+    /// ones wait `[cap/2, cap]`, `cap = min(max, initial × factor^attempt)`.
+    fn backoff_delay(&mut self, after_session: bool, floor: Option<u64>) -> u64 {
+        let b = &self.options.backoff;
+        let d = if after_session && self.attempt == 0 {
+            self.rng.below_incl(b.spread_ms)
+        } else {
+            let cap = backoff_cap(b.initial_ms, b.factor, b.max_ms, self.attempt);
+            cap / 2 + self.rng.below_incl(cap - cap / 2)
+        };
+        match floor {
+            Some(f) => f.max(d) + self.rng.below_incl(f / 10),
+            None => d,
+        }
+    }
+
+    fn post_backoff(&mut self) -> u64 {
+        let b = &self.options.backoff;
+        let cap = backoff_cap(b.initial_ms, b.factor, b.max_ms, self.post_attempt);
+        cap / 2 + self.rng.below_incl(cap - cap / 2)
+    }
+
+    /// Records an idle death; returns the idle cut-off message when the same idle time
+    /// killed two connections in a row (and adapts the ping interval).
+    fn idle_cutoff_check(&mut self, c: &Conn, now: Millis) -> Option<String> {
+        let idle = now.saturating_sub(c.last_rx.max(c.last_tx));
+        if idle < IDLE_MIN_MS {
+            return None;
+        }
+        self.idle_deaths.push(idle);
+        if self.idle_deaths.len() > 3 {
+            self.idle_deaths.remove(0);
+        }
+        let n = self.idle_deaths.len();
+        if n < 2 {
+            return None;
+        }
+        let (a, b) = (self.idle_deaths[n - 2], self.idle_deaths[n - 1]);
+        let tol = (a.max(b) / 10).max(2_000);
+        if a.abs_diff(b) > tol {
+            return None;
+        }
+        let cut = a.min(b);
+        let mut m = cat(&[
+            "connections die after about ",
+            &secs(cut),
+            " without traffic: a proxy or load balancer has an idle timeout (Cloudflare: 100 s)",
+        ]);
+        if c.transport == Transport::WebSocket
+            && self.options.heartbeat.adaptive
+            && cut <= self.ping_interval + self.options.heartbeat.pong_timeout_ms
+        {
+            let new = (cut * 2 / 3).max(1_000);
+            if new < self.ping_interval {
+                let note = cat(&[
+                    "adaptive heartbeat: ping interval shortened from ",
+                    &secs(self.ping_interval),
+                    " to ",
+                    &secs(new),
+                    ", below the idle cut-off observed at ",
+                    &secs(cut),
+                ]);
+                self.diagnostics.note(now, note);
+                self.ping_interval = new;
+                m.push_str("; pinging more often now");
+            }
+        } else if c.transport != Transport::WebSocket {
+            m.push_str("; make the server send heartbeats more often than that");
+        }
+        Some(m)
+    }
+
+    // ----- upstream -------------------------------------------------------------------
+
+    fn acked(&mut self, mid: &str, now: Millis) {
+        if let Some(pos) = self.outbox.iter().position(|p| p.id.as_str() == mid) {
+            let p = self.outbox.remove(pos).expect("position found above");
+            self.post_attempt = 0;
+            self.app(AppEvent::Acked { msg_id: p.id });
+            self.flush_outbox(now);
+        }
+    }
+
+    fn flush_outbox(&mut self, now: Millis) {
+        let _ = now;
+        if self.phase != Phase::Running {
+            return;
+        }
+        let Some(rung) = self.session_rung else {
+            return;
+        };
+        match self.ladder[rung] {
+            Transport::WebSocket => {
+                let Some(conn) = self.session_conn else {
+                    return;
+                };
+                let mut cmds = Vec::new();
+                for p in self.outbox.iter_mut() {
+                    if p.state == SendState::Unsent {
+                        p.state = SendState::OnConn(conn);
+                        cmds.push(Command::SendUpstream {
+                            conn,
+                            msg_id: p.id.clone(),
+                            data: p.data.clone(),
+                        });
+                    }
+                }
+                for c in cmds {
+                    self.cmd(c);
+                }
+            }
+            _ => {
+                // One POST at a time keeps the order.
+                if self.post_retry_at.is_some()
+                    || self.outbox.iter().any(|p| p.state == SendState::Posting)
+                {
+                    return;
+                }
+                if self.options.use_token && self.token.is_none() {
+                    return;
+                }
+                let Some(url) = &self.endpoints.send else {
+                    return;
+                };
+                let i = &self.options.interop;
+                let mut params: Vec<(&str, &str)> = Vec::new();
+                if let Some(topic) = &self.options.topic {
+                    params.push((&i.topic_param, topic));
+                }
+                for (k, v) in &self.options.params {
+                    params.push((k, v));
+                }
+                let url = url.to_string_with(&params);
+                let token = self.token.clone().map(Secret::new);
+                if let Some(p) = self
+                    .outbox
+                    .iter_mut()
+                    .find(|p| p.state != SendState::Posting)
+                {
+                    p.state = SendState::Posting;
+                    let c = Command::Post {
+                        msg_id: p.id.clone(),
+                        url,
+                        token,
+                        data: p.data.clone(),
+                    };
+                    self.cmd(c);
+                }
+            }
+        }
+    }
+
+    // ----- helpers --------------------------------------------------------------------
+
+    fn close_client(&mut self, err: Option<HoldfastError>, now: Millis) {
+        self.close_all(now);
+        self.retry_at = None;
+        self.phase = Phase::Closed;
+        if let Some(e) = err {
+            self.emit_error(e);
+        }
+        let error = HoldfastError::new(
+            ErrorCode::Closed,
+            "the client was closed before the message was acknowledged",
+        );
+        while let Some(p) = self.outbox.pop_front() {
+            self.app(AppEvent::SendFailed {
+                msg_id: p.id,
+                error: error.clone(),
+            });
+        }
+        self.sync_snapshot();
+    }
+
+    fn close_all(&mut self, now: Millis) {
+        let ids: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
+        for id in ids {
+            self.remove_conn(id, now, Some(CLOSE_NORMAL));
+        }
+        self.session_rung = None;
+        self.session_conn = None;
+        self.round_running = false;
+        self.next_poll_at = None;
+        self.probe_at = None;
+        self.healthy_at = None;
+        self.post_retry_at = None;
+        for p in self.outbox.iter_mut() {
+            p.state = SendState::Unsent;
+        }
+    }
+
+    fn remove_conn(&mut self, id: ConnId, now: Millis, close: Option<u16>) {
+        if let Some(pos) = self.conns.iter().position(|c| c.id == id) {
+            self.conns.remove(pos);
+            if let Some(a) = self.diagnostics.attempt_mut(id) {
+                if a.ended_at.is_none() {
+                    a.ended_at = Some(now);
+                }
+            }
+            if let Some(code) = close {
+                self.cmd(Command::CloseConn { conn: id, code });
+            }
+            if self.session_conn == Some(id)
+                && self.ladder[self.session_rung.unwrap_or(0)] != Transport::Polling
+            {
+                self.session_conn = None;
+            }
+        }
+    }
+
+    fn conn(&self, id: ConnId) -> Option<&Conn> {
+        self.conns.iter().find(|c| c.id == id)
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns.iter_mut().find(|c| c.id == id)
+    }
+
+    fn diag_url(&self, id: ConnId) -> String {
+        self.diagnostics
+            .attempts
+            .iter()
+            .rev()
+            .find(|a| a.conn == id)
+            .map(|a| a.url.clone())
+            .or_else(|| {
+                self.conn(id)
+                    .map(|c| self.rung_url(c.transport, None, false))
+            })
+            .unwrap_or_default()
+    }
+
+    fn next_rung_name(&self, id: ConnId) -> Option<&'static str> {
+        let c = self.conn(id)?;
+        if c.role != Role::Primary
+            || self
+                .conns
+                .iter()
+                .any(|o| o.id != id && o.role == Role::Primary)
+        {
+            return None;
+        }
+        self.ladder.get(self.round_next).map(|t| t.as_str())
+    }
+
+    fn with_next(&self, mut msg: String, id: ConnId) -> String {
+        if let Some(n) = self.next_rung_name(id) {
+            msg.push_str("; trying ");
+            msg.push_str(n);
+        }
+        msg
+    }
+
+    fn cmd(&mut self, c: Command<D>) {
+        self.out.push_back(Output::Command(c));
+    }
+
+    fn app(&mut self, e: AppEvent<D>) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    fn emit_error(&mut self, e: HoldfastError) {
+        self.last_error = Some(e.clone());
+        self.app(AppEvent::Error(e));
+    }
+
+    fn sync_snapshot(&mut self) {
+        let status = match self.phase {
+            Phase::Idle => Status::Idle,
+            Phase::Offline => Status::Offline,
+            Phase::Closed => Status::Closed,
+            Phase::Running => {
+                if self.session_rung.is_some() {
+                    Status::Connected
+                } else if self.ever_connected {
+                    Status::Reconnecting
+                } else {
+                    Status::Connecting
+                }
+            }
+        };
+        let s = Snapshot {
+            status,
+            transport: self.session_rung.map(|r| self.ladder[r]),
+            cursor: self.delivery.cursor().map(String::from),
+            attempt: self.attempt,
+            next_retry_at: self.retry_at,
+            outbox_len: self.outbox.len(),
+            last_error: self.last_error.clone(),
+            ping_interval_ms: self.ping_interval,
+        };
+        if s != self.snapshot {
+            self.snapshot = s;
+            self.app(AppEvent::StateChanged);
+        }
+    }
+}
+
+/// `min(max, initial × factor^n)`, saturating.
+fn backoff_cap(initial: u64, factor: f64, max: u64, n: u32) -> u64 {
+    let v = (initial as f64) * factor.powi(n.min(64) as i32);
+    if !v.is_finite() || v >= max as f64 {
+        max
+    } else {
+        (v as u64).max(1)
+    }
+}
+
+/// Failure class of a non-2xx HTTP status.
+fn classify_status(
+    t: Transport,
+    status: u16,
+    retry_after: Option<u64>,
+    error_code: Option<&str>,
+) -> (ErrorCode, Action, String) {
+    let s = u64_to_string(status as u64);
+    let with_code = |m: &str| -> String {
+        match error_code {
+            Some(c) => cat(&[m, " (HTTP ", &s, ", ", c, ")"]),
+            None => cat(&[m, " (HTTP ", &s, ")"]),
+        }
+    };
+    match status {
+        401 => (
+            ErrorCode::Unauthorized,
+            Action::Auth,
+            with_code("the server rejected the token: asking the token provider for a new one"),
+        ),
+        403 => (
+            ErrorCode::Forbidden,
+            Action::Auth,
+            with_code("the token is not allowed to read this topic"),
+        ),
+        429 | 503 => {
+            let wait = retry_after.unwrap_or(5_000);
+            (
+                ErrorCode::RateLimited,
+                Action::RateLimited(wait),
+                with_code(&cat(&["the server asks to wait ", &secs(wait), " before retrying"])),
+            )
+        }
+        _ if t == Transport::WebSocket => (
+            ErrorCode::UpgradeRefused,
+            Action::Fallback,
+            with_code("the WebSocket upgrade was refused: enable WebSocket support or Upgrade headers in the proxy"),
+        ),
+        404 | 405 | 501 => (
+            ErrorCode::HttpError,
+            Action::Fallback,
+            with_code("the endpoint does not exist on this server or proxy"),
+        ),
+        _ => (
+            ErrorCode::HttpError,
+            Action::Fallback,
+            with_code("the server answered with an error status"),
+        ),
+    }
+}
+
+/// Failure class of a WebSocket close code (1005/1006 are handled by the caller).
+fn classify_close(code: u16, reason: &str) -> (ErrorCode, Action, String) {
+    let c = u64_to_string(code as u64);
+    let head = |m: &str| cat(&[m, " (close code ", &c, ")"]);
+    match code {
+        4401 | 4402 => (
+            ErrorCode::Unauthorized,
+            Action::Auth,
+            head("the server rejected the token: asking the token provider for a new one"),
+        ),
+        1008 => (
+            ErrorCode::Forbidden,
+            Action::Auth,
+            head("the server refused this client by policy (usually the token or topic)"),
+        ),
+        4429 => {
+            let wait = super::util::parse_u64(reason.trim())
+                .map(|s| s.saturating_mul(1000))
+                .unwrap_or(5_000);
+            (
+                ErrorCode::RateLimited,
+                Action::RateLimited(wait),
+                head(&cat(&["rate limited: waiting ", &secs(wait)])),
+            )
+        }
+        1009 => (
+            ErrorCode::FrameTooLarge,
+            Action::Retry,
+            head("a message was too large for the server (1 MiB limit)"),
+        ),
+        1001 => (
+            ErrorCode::ClosedByPeer,
+            Action::Retry,
+            head("the server is going away (restart or deploy)"),
+        ),
+        _ => (
+            ErrorCode::ClosedByPeer,
+            Action::Retry,
+            head("the connection was closed by the server or a proxy"),
+        ),
     }
 }

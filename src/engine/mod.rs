@@ -19,6 +19,7 @@
 //! browser) that the engine only moves, never inspects.
 
 pub mod decode;
+mod delivery;
 pub mod diagnostics;
 pub mod error;
 mod machine;
@@ -41,3 +42,8 @@ pub use types::{
     AppEvent, Command, ConnId, Input, Item, MessageId, Millis, Output, PageContext, RememberedRung,
     Secret, Snapshot, Status, Transport,
 };
+
+#[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod tests;
