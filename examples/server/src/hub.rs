@@ -81,6 +81,15 @@ impl From<StoreError> for HubError {
     }
 }
 
+/// The largest id below `id` (so an exclusive range from it starts at `id`).
+fn before(id: EventId) -> EventId {
+    match (id.ms, id.seq) {
+        (0, 0) => EventId::ZERO,
+        (ms, 0) => EventId::new(ms - 1, u64::MAX),
+        (ms, seq) => EventId::new(ms, seq - 1),
+    }
+}
+
 pub fn valid_topic(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
@@ -264,12 +273,15 @@ impl Hub {
             cursor,
             ..Batch::default()
         };
-        if cursor < info.max_deleted {
+        if info.lost_after(cursor) {
             batch.reset = Some(Reset {
                 reason: "history_trimmed",
                 oldest: info.first,
             });
-            batch.cursor = info.max_deleted;
+            batch.cursor = match info.first {
+                Some(first) => before(first),
+                None => info.last,
+            };
         }
         let events = store.range_after(&topic.name, batch.cursor, max).await?;
         if let Some(last) = events.last() {
@@ -445,6 +457,9 @@ async fn follow(
                 ring.floor = last;
                 ring.last = last;
                 ring.ready = true;
+                drop(ring);
+                // Subscribers that read from the stream meanwhile may have missed a wake-up.
+                t.wake();
             }
             loop {
                 let events = store.read_blocking(&mut conn, &name, last).await?;

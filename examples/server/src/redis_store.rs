@@ -38,6 +38,28 @@ pub struct StreamInfo {
     pub max_deleted: EventId,
     pub first: Option<EventId>,
     pub last: EventId,
+    pub length: u64,
+    pub entries_added: u64,
+}
+
+impl StreamInfo {
+    /// Whether events after `cursor` were deleted. `MAXLEN`/`MINID` trimming does not move
+    /// `max-deleted-entry-id` (only `XDEL` does), so a trimmed head is recognised by the
+    /// count of entries ever added exceeding the length: then a cursor before the first
+    /// retained entry may have missed some. (A cursor equal to the last trimmed id also
+    /// gets a reset: a needless reload, never a silent loss.)
+    pub fn lost_after(&self, cursor: EventId) -> bool {
+        if cursor < self.max_deleted {
+            return true;
+        }
+        if self.entries_added > self.length {
+            return match self.first {
+                Some(first) => cursor < first,
+                None => cursor < self.last,
+            };
+        }
+        false
+    }
 }
 
 #[derive(Clone)]
@@ -130,6 +152,8 @@ impl RedisStore {
             match k.as_str() {
                 "max-deleted-entry-id" => info.max_deleted = id_of(v).unwrap_or_default(),
                 "last-generated-id" => info.last = id_of(v).unwrap_or_default(),
+                "length" => info.length = int_of(v),
+                "entries-added" => info.entries_added = int_of(v),
                 "first-entry" => {
                     if let Value::Array(items) = v {
                         info.first = items.first().and_then(id_of);
@@ -242,6 +266,13 @@ fn id_of(v: &Value) -> Option<EventId> {
         Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
         Value::SimpleString(s) => s.parse().ok(),
         _ => None,
+    }
+}
+
+fn int_of(v: &Value) -> u64 {
+    match v {
+        Value::Int(i) => (*i).max(0) as u64,
+        other => text_of(other).and_then(|s| s.parse().ok()).unwrap_or(0),
     }
 }
 

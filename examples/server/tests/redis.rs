@@ -1,0 +1,170 @@
+//! Redis Streams history: a real `redis-server` on a free loopback port, shared by several
+//! server processes. Fails (naming the apt package) when redis-server is missing, unless
+//! HOLDFAST_SKIP_REDIS=1.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn redis_server(r: &Redis, extra: &[&str]) -> Server {
+    let mut args = vec!["--redis", r.url.as_str(), "--conns-per-ip", "0"];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+#[tokio::test]
+async fn ids_are_redis_stream_ids_and_health_says_redis() {
+    let Some(r) = redis() else { return };
+    let s = redis_server(&r, &[]);
+    let ids = publish_n(&s, "x", 0, 2).await;
+    for id in &ids {
+        let (ms, seq) = id.split_once('-').unwrap();
+        assert!(
+            ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok(),
+            "{id}"
+        );
+    }
+    let h: Value = http()
+        .get(format!("http://127.0.0.1:{}/health", s.port))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["store"], "redis");
+}
+
+#[tokio::test]
+async fn a_client_cut_from_one_process_resumes_on_another_with_nothing_lost_or_repeated() {
+    let Some(r) = redis() else { return };
+    let a = redis_server(&r, &[]);
+    let b = redis_server(&r, &[]);
+    let mut ws = ws_connect(&a.ws_url("topic=shared")).await;
+    assert!(matches!(ws_next(&mut ws).await, Frame::One(v) if v["type"] == "hello"));
+    // Published on B, delivered live on A.
+    publish_n(&b, "shared", 0, 50).await;
+    let (events, _) = ws_events(&mut ws, 50, &mut vec![]).await;
+    assert_eq!(ns(&events), (0..50).collect::<Vec<u64>>());
+    let cursor = events[49]["id"].as_str().unwrap().to_string();
+    drop(ws);
+    // Events published while the client is away, on both processes.
+    publish_n(&a, "shared", 50, 25).await;
+    publish_n(&b, "shared", 75, 25).await;
+    // Resume on B, over SSE this time, then keep receiving live events.
+    let mut sse = Sse::open(&b.url(&format!("/sse?topic=shared&since={cursor}")), None).await;
+    let mut controls = vec![];
+    let got = sse.events(50, &mut controls).await;
+    publish_n(&a, "shared", 100, 10).await;
+    let live = sse.events(10, &mut controls).await;
+    let all: Vec<u64> = got
+        .iter()
+        .chain(live.iter())
+        .map(|e| {
+            serde_json::from_str::<Value>(&e.data).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(all, (50..110).collect::<Vec<u64>>());
+    assert!(controls.iter().all(|c| c.event == "hello"), "{controls:?}");
+}
+
+#[tokio::test]
+async fn polling_resumes_across_processes() {
+    let Some(r) = redis() else { return };
+    let a = redis_server(&r, &[]);
+    let b = redis_server(&r, &[]);
+    let ids = publish_n(&a, "pp", 0, 10).await;
+    let (_, v) = poll(&b, &format!("topic=pp&since={}", ids[3])).await;
+    assert_eq!(
+        ns(v["events"].as_array().unwrap()),
+        (4..10).collect::<Vec<u64>>()
+    );
+    assert_eq!(v["cursor"], ids[9].as_str());
+}
+
+#[tokio::test]
+async fn a_cursor_below_the_trimmed_range_gets_a_reset() {
+    let Some(r) = redis() else { return };
+    // MAXLEN ~ trims whole macro nodes (100 entries by default): publish well past it.
+    let s = redis_server(&r, &["--history-count", "10"]);
+    let first = publish_n(&s, "trim", 0, 1).await;
+    for k in 0..4 {
+        publish_n(&s, "trim", 1 + k * 100, 100).await;
+    }
+    let (_, v) = poll(&s, &format!("topic=trim&since={}", first[0])).await;
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(events[0]["type"], "reset", "{:?}", &events[..2]);
+    assert_eq!(events[0]["reason"], "history_trimmed");
+    assert_eq!(events[0]["oldest"], events[1]["id"]);
+    // Nothing after the reset is skipped: the retained range is delivered to its end.
+    let n = ns(&events[1..]);
+    assert_eq!(*n.last().unwrap(), 400);
+    assert!(n.windows(2).all(|w| w[1] == w[0] + 1));
+}
+
+#[tokio::test]
+async fn a_cursor_inside_the_retained_range_gets_no_reset() {
+    let Some(r) = redis() else { return };
+    let s = redis_server(&r, &[]);
+    let ids = publish_n(&s, "keep", 0, 5).await;
+    let (_, v) = poll(&s, &format!("topic=keep&since={}", ids[0])).await;
+    assert_eq!(ns(v["events"].as_array().unwrap()), vec![1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn idempotent_sends_are_recognised_by_every_process() {
+    let Some(r) = redis() else { return };
+    let a = redis_server(&r, &[]);
+    let b = redis_server(&r, &[]);
+    let start = publish_n(&a, "idem", 0, 1).await;
+    for s in [&a, &b, &a] {
+        let res = http()
+            .post(s.url("/send?topic=idem"))
+            .header("Idempotency-Key", "m-42")
+            .body("{\"v\":1}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let (_, v) = poll(&b, &format!("topic=idem&since={}&wait=200", start[0])).await;
+    assert_eq!(v["events"].as_array().unwrap().len(), 1, "{v}");
+}
+
+#[tokio::test]
+async fn websocket_live_fanout_reaches_subscribers_of_every_process() {
+    let Some(r) = redis() else { return };
+    let a = redis_server(&r, &[]);
+    let b = redis_server(&r, &[]);
+    let mut subs = vec![];
+    for s in [&a, &b, &a, &b] {
+        let mut ws = ws_connect(&s.ws_url("topic=fan")).await;
+        assert!(matches!(ws_next(&mut ws).await, Frame::One(v) if v["type"] == "hello"));
+        subs.push(ws);
+    }
+    publish_n(&a, "fan", 0, 20).await;
+    for ws in subs.iter_mut() {
+        let (events, _) = ws_events(ws, 20, &mut vec![]).await;
+        assert_eq!(ns(&events), (0..20).collect::<Vec<u64>>());
+    }
+}
+
+#[tokio::test]
+async fn a_missing_redis_is_a_clear_startup_error() {
+    let port = free_port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast-server"))
+        .args([
+            "--port",
+            "0",
+            "--redis",
+            &format!("redis://127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot use --redis"), "{err}");
+}
