@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 /// `Instant + Duration` can never overflow.
 const MAX_MS: u64 = 24 * 3600 * 1000;
 
+/// Upper bound for `bufferBytes`: the proxy holds the bytes in memory.
+const MAX_BUFFER: u64 = 64 * 1024 * 1024;
+
 /// One rule of faults. The top-level config is a rule whose `rules` may hold more rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -122,6 +125,11 @@ impl Config {
                 )));
             }
         }
+        if self.buffer_bytes.is_some_and(|b| b > MAX_BUFFER) {
+            return Err(bad(format!(
+                "`bufferBytes` must be at most {MAX_BUFFER} (the proxy holds it in memory)"
+            )));
+        }
         for (name, value) in [
             ("idleCutMs", self.idle_cut_ms),
             ("cutEveryMs", self.cut_every_ms),
@@ -222,6 +230,7 @@ mod tests {
             &br#"{"bufferByte":10}"#[..],
             br#"{"refuseUpgrade":101}"#,
             br#"{"idleCutMs":0}"#,
+            br#"{"bufferBytes":1000000000}"#,
             br#"{"paths":[]}"#,
             br#"{"paths":["realtime"]}"#,
             br#"{"rules":[{"refuseConnections":true}]}"#,
