@@ -114,6 +114,17 @@ impl H {
         self.now = target;
     }
 
+    /// Moves time in 100 ms steps until a connection is open (bounded).
+    pub fn advance_until_open(&mut self) {
+        for _ in 0..10_000 {
+            if !self.open.is_empty() {
+                return;
+            }
+            self.advance(100);
+        }
+        panic!("no connection opened within 1000 s");
+    }
+
     /// Jumps the clock without firing timers in between (the machine slept), then fires.
     pub fn sleep_then_wake(&mut self, ms: u64) {
         self.now += ms;

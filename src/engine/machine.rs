@@ -501,7 +501,8 @@ impl<D: Clone> Engine<D> {
                 m.push_str(next);
             }
         }
-        self.fail_conn(id, HoldfastError::new(code, m).on(t), action, false, now);
+        // The request is over; closing it again is harmless and keeps the contract simple.
+        self.fail_conn(id, HoldfastError::new(code, m).on(t), action, true, now);
     }
 
     fn on_activity(&mut self, id: ConnId, bytes: usize, now: Millis) {
@@ -950,7 +951,6 @@ impl<D: Clone> Engine<D> {
             Due::Healthy => {
                 self.healthy_at = None;
                 self.attempt = 0;
-                self.idle_deaths.clear();
             }
             Due::NextPoll => {
                 self.next_poll_at = None;
@@ -1536,6 +1536,7 @@ impl<D: Clone> Engine<D> {
                 ]);
                 self.diagnostics.note(now, note);
                 self.ping_interval = new;
+                self.idle_deaths.clear();
                 m.push_str("; pinging more often now");
             }
         } else if c.transport != Transport::WebSocket {

@@ -47,3 +47,1102 @@ fn a_closed_connection_reconnects_after_backoff_with_the_cursor_as_since() {
     h.events_on(c2, &["5-1", "5-2"]);
     assert_eq!(h.delivered(), ["5-0", "5-1", "5-2"]);
 }
+
+// ----- 1. ladder and URLs ---------------------------------------------------------------
+
+#[test]
+fn falls_back_to_sse_when_the_websocket_upgrade_is_refused() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.closed(ws, Some(1006));
+    let (sse, t, url) = h.last_conn();
+    assert_eq!(t, Transport::Sse);
+    assert_eq!(url, "https://app.example.com/realtime/sse");
+    assert_eq!(h.errors(), [ErrorCode::UpgradeRefused]);
+    assert!(
+        h.error_messages()[0].contains("trying sse"),
+        "{:?}",
+        h.error_messages()
+    );
+    h.opened(sse);
+    h.input(Input::Activity {
+        conn: sse,
+        bytes: 5,
+    });
+    assert_eq!(h.status(), Status::Connected);
+    assert_eq!(h.e.snapshot().transport, Some(Transport::Sse));
+}
+
+#[test]
+fn an_http_status_on_the_websocket_rung_is_an_upgrade_refusal_naming_the_status() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.input(Input::HttpStatus {
+        conn: ws,
+        status: 426,
+        retry_after_ms: None,
+        error_code: None,
+    });
+    assert_eq!(h.errors(), [ErrorCode::UpgradeRefused]);
+    assert!(h.error_messages()[0].contains("HTTP 426"));
+    assert_eq!(h.last_conn().1, Transport::Sse);
+}
+
+#[test]
+fn falls_back_to_polling_when_sse_is_missing_too() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.closed(ws, None);
+    let (sse, _, _) = h.last_conn();
+    h.input(Input::HttpStatus {
+        conn: sse,
+        status: 404,
+        retry_after_ms: None,
+        error_code: None,
+    });
+    let (p, t, url) = h.last_conn();
+    assert_eq!(t, Transport::Polling);
+    assert_eq!(
+        url, "https://app.example.com/realtime/poll?wait=0",
+        "the first poll proves the rung at once"
+    );
+    h.opened(p);
+    assert_eq!(h.status(), Status::Connected);
+    h.events_on(p, &["1", "2"]);
+    h.closed(p, None);
+    let (p2, _, url2) = h.last_conn();
+    assert_ne!(p2, p);
+    assert_eq!(
+        url2,
+        "https://app.example.com/realtime/poll?since=2&wait=25000"
+    );
+    assert_eq!(h.delivered(), ["1", "2"]);
+}
+
+#[test]
+fn the_ladder_can_be_reordered_or_cut() {
+    let mut o = opts();
+    o.transports = vec![Transport::Polling, Transport::Sse];
+    let h = H::started(o);
+    assert_eq!(h.last_conn().1, Transport::Polling);
+    let mut o = opts();
+    o.transports = vec![Transport::Sse];
+    let mut h = H::started(o);
+    let (c, _, _) = h.last_conn();
+    h.closed(c, None);
+    assert!(h.open.is_empty(), "no other rung to try");
+    assert!(h.e.snapshot().next_retry_at.is_some());
+}
+
+#[test]
+fn per_rung_urls_topic_and_params_are_used() {
+    let mut o = opts();
+    o.websocket_url = Some("wss://ws.example.com/live".into());
+    o.topic = Some("deploy 7".into());
+    o.params = vec![("tenant".into(), "a&b".into())];
+    let h = H::started(o);
+    assert_eq!(
+        h.last_conn().2,
+        "wss://ws.example.com/live?topic=deploy%207&tenant=a%26b"
+    );
+}
+
+#[test]
+fn an_empty_poll_waits_the_interval_before_asking_again() {
+    let mut o = opts();
+    o.transports = vec![Transport::Polling];
+    o.polling.wait_ms = None;
+    o.polling.interval_ms = 2_000;
+    let mut h = H::started(o);
+    let (p, _, url) = h.last_conn();
+    assert_eq!(url, "https://app.example.com/realtime/poll");
+    h.opened(p);
+    h.items(p, vec![]);
+    h.closed(p, None);
+    assert!(h.open.is_empty());
+    h.advance(1_999);
+    assert!(h.open.is_empty());
+    h.advance(1);
+    assert_eq!(h.open.len(), 1);
+}
+
+// ----- 2. failure classes ---------------------------------------------------------------
+
+#[test]
+fn a_websocket_that_opens_but_stays_silent_falls_back() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.opened(ws);
+    assert_eq!(
+        h.pings.len(),
+        1,
+        "a ping right after opening asks for a first frame"
+    );
+    h.advance(3_000); // race deadline: SSE starts beside
+    assert_eq!(h.open.len(), 2);
+    h.advance(2_000);
+    assert!(!h.is_open(ws));
+    assert_eq!(h.errors(), [ErrorCode::SilentAfterOpen]);
+    assert!(h.error_messages()[0].contains("101"));
+}
+
+#[test]
+fn sse_headers_without_bytes_are_detected_as_buffering() {
+    let mut o = opts();
+    o.transports = vec![Transport::Sse, Transport::Polling];
+    o.timeouts.race_ms = 0;
+    let mut h = H::started(o);
+    let (sse, _, _) = h.last_conn();
+    h.opened(sse);
+    h.advance(5_000);
+    assert_eq!(h.errors(), [ErrorCode::SseBuffered]);
+    assert!(h.error_messages()[0].contains("buffering"));
+    assert_eq!(h.last_conn().1, Transport::Polling);
+}
+
+#[test]
+fn a_peer_close_of_a_working_connection_retries_the_same_rung() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    h.closed(ws, Some(1000));
+    assert_eq!(h.errors(), [ErrorCode::ClosedByPeer]);
+    h.advance(5_000);
+    assert_eq!(h.last_conn().1, Transport::WebSocket);
+}
+
+#[test]
+fn unauthorized_asks_for_a_new_token_and_does_not_fall_back() {
+    let mut o = opts();
+    o.use_token = true;
+    let mut h = H::started(o);
+    assert!(h.open.is_empty());
+    assert_eq!(h.count_cmd(|c| matches!(c, Command::RequestToken)), 1);
+    h.input(Input::Token(Ok("secret-1".into())));
+    let (ws, _, url) = h.last_conn();
+    assert_eq!(url, "wss://app.example.com/realtime/ws?token=secret-1");
+    h.opened(ws);
+    h.hello(ws, None);
+    h.input(Input::Closed {
+        conn: ws,
+        code: Some(4401),
+        reason: "expired".into(),
+    });
+    assert_eq!(h.errors(), [ErrorCode::Unauthorized]);
+    assert_eq!(h.count_cmd(|c| matches!(c, Command::RequestToken)), 2);
+    h.input(Input::Token(Ok("secret-2".into())));
+    h.advance(1_000);
+    let (_, t, url) = h.last_conn();
+    assert_eq!(
+        t,
+        Transport::WebSocket,
+        "auth failures never step down the ladder"
+    );
+    assert!(url.ends_with("token=secret-2"));
+}
+
+#[test]
+fn sse_and_polling_send_the_token_as_a_header_not_in_the_url() {
+    let mut o = opts();
+    o.use_token = true;
+    o.transports = vec![Transport::Sse];
+    let mut h = H::started(o);
+    h.input(Input::Token(Ok("tok".into())));
+    match h.cmds.last().unwrap() {
+        Command::Open { url, token, .. } => {
+            assert!(!url.contains("tok"));
+            assert_eq!(token.as_ref().unwrap().expose(), "tok");
+            assert_eq!(format!("{:?}", token), "Some(Secret(***))");
+        }
+        c => panic!("{c:?}"),
+    }
+}
+
+#[test]
+fn a_failing_token_provider_is_reported_and_retried_with_backoff() {
+    let mut o = opts();
+    o.use_token = true;
+    let mut h = H::started(o);
+    h.input(Input::Token(Err("login expired".into())));
+    assert_eq!(h.errors(), [ErrorCode::TokenProvider]);
+    assert!(h.error_messages()[0].contains("login expired"));
+    h.advance(1_000);
+    assert_eq!(h.count_cmd(|c| matches!(c, Command::RequestToken)), 2);
+}
+
+#[test]
+fn rate_limiting_waits_at_least_retry_after() {
+    let mut o = opts();
+    o.transports = vec![Transport::Sse];
+    let mut h = H::started(o);
+    let (c, _, _) = h.last_conn();
+    h.input(Input::HttpStatus {
+        conn: c,
+        status: 429,
+        retry_after_ms: Some(20_000),
+        error_code: Some("rate_limited".into()),
+    });
+    assert_eq!(h.errors(), [ErrorCode::RateLimited]);
+    let at = h.e.snapshot().next_retry_at.unwrap();
+    assert!(at >= h.now + 20_000);
+    h.advance(19_999);
+    assert!(h.open.is_empty());
+    h.advance(2_001);
+    assert_eq!(h.open.len(), 1);
+}
+
+#[test]
+fn a_websocket_rate_limit_close_reads_the_seconds_from_the_reason() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    h.input(Input::Closed {
+        conn: ws,
+        code: Some(4429),
+        reason: "12".into(),
+    });
+    assert_eq!(h.errors(), [ErrorCode::RateLimited]);
+    assert!(h.e.snapshot().next_retry_at.unwrap() >= h.now + 12_000);
+}
+
+#[test]
+fn a_bad_frame_is_reported_and_skipped_without_losing_the_stream() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    h.input(Input::BadFrame {
+        conn: ws,
+        error: FrameError::InvalidJson,
+    });
+    assert_eq!(h.errors(), [ErrorCode::BadFrame]);
+    assert!(h.is_open(ws));
+    h.events_on(ws, &["1"]);
+    assert_eq!(h.delivered(), ["1"]);
+}
+
+#[test]
+fn an_oversized_sse_event_reconnects_with_a_clear_error() {
+    let mut o = opts();
+    o.transports = vec![Transport::Sse];
+    let mut h = H::started(o);
+    let c = h.connect_last();
+    h.input(Input::BadFrame {
+        conn: c,
+        error: FrameError::TooLarge {
+            size: 2 << 20,
+            limit: 1 << 20,
+        },
+    });
+    assert_eq!(h.errors(), [ErrorCode::FrameTooLarge]);
+    assert!(h.error_messages()[0].contains("maxFrameBytes"));
+    assert!(!h.is_open(c));
+    assert!(h.e.snapshot().next_retry_at.is_some());
+}
+
+#[test]
+fn a_server_reset_becomes_one_gap_event() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    h.events_on(ws, &["100"]);
+    h.items(
+        ws,
+        vec![Item::Reset {
+            reason: "history trimmed".into(),
+            oldest: Some("5".into()),
+        }],
+    );
+    h.items(
+        ws,
+        vec![Item::Reset {
+            reason: "history trimmed".into(),
+            oldest: Some("5".into()),
+        }],
+    );
+    assert_eq!(h.gaps(), 1);
+    match h
+        .events
+        .iter()
+        .find(|e| matches!(e, AppEvent::Gap { .. }))
+        .unwrap()
+    {
+        AppEvent::Gap { cursor, oldest, .. } => {
+            assert_eq!(cursor.as_deref(), Some("100"));
+            assert_eq!(oldest.as_deref(), Some("5"));
+        }
+        _ => unreachable!(),
+    }
+    // Delivery continues from the oldest event the server holds, even below the old cursor.
+    h.events_on(ws, &["5", "6"]);
+    assert_eq!(h.delivered(), ["100", "5", "6"]);
+    assert_eq!(
+        h.e.snapshot().last_error.as_ref().unwrap().code,
+        ErrorCode::ServerReset
+    );
+}
+
+#[test]
+fn a_server_error_frame_is_reported_and_the_stream_continues() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    h.items(
+        ws,
+        vec![Item::ServerError {
+            code: "forbidden".into(),
+            message: "no access".into(),
+        }],
+    );
+    assert_eq!(h.errors(), [ErrorCode::ServerError]);
+    assert!(h.error_messages()[0].contains("no access"));
+    assert!(h.is_open(ws));
+}
+
+#[test]
+fn a_connection_that_never_opens_times_out() {
+    let mut o = opts();
+    o.transports = vec![Transport::WebSocket];
+    let mut h = H::started(o);
+    h.advance(10_000);
+    assert_eq!(h.errors(), [ErrorCode::OpenTimeout]);
+}
+
+// ----- 3. early race --------------------------------------------------------------------
+
+#[test]
+fn a_slow_rung_gets_the_next_one_raced_beside_it_and_the_first_to_deliver_wins() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.advance(2_999);
+    assert_eq!(h.open.len(), 1);
+    h.advance(1);
+    let sse = h.conn_of(Transport::Sse);
+    assert_eq!(h.open.len(), 2);
+    h.opened(sse);
+    h.input(Input::Activity {
+        conn: sse,
+        bytes: 4,
+    });
+    assert!(!h.is_open(ws), "the loser is closed");
+    assert_eq!(h.e.snapshot().transport, Some(Transport::Sse));
+    // A late frame on the loser is ignored.
+    h.events_on(ws, &["9"]);
+    assert!(h.delivered().is_empty());
+}
+
+#[test]
+fn the_websocket_still_wins_when_it_delivers_first_during_the_race() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.advance(3_000);
+    let sse = h.conn_of(Transport::Sse);
+    h.opened(ws);
+    h.hello(ws, None);
+    assert!(!h.is_open(sse));
+    assert_eq!(h.e.snapshot().transport, Some(Transport::WebSocket));
+    assert!(h
+        .e
+        .diagnostics()
+        .notes
+        .iter()
+        .any(|n| n.text.contains("starting sse beside")));
+}
+
+// ----- 4. moving back up ------------------------------------------------------------------
+
+#[test]
+fn a_probe_moves_back_up_to_websocket_without_loss_or_repeat() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.closed(ws, None);
+    let sse = h.connect_last();
+    h.events_on(sse, &["1", "2"]);
+    h.advance(30_000 - 1);
+    assert_eq!(h.open.len(), 1);
+    // Keep SSE alive with heartbeats, and find the probe.
+    h.input(Input::Activity {
+        conn: sse,
+        bytes: 10,
+    });
+    h.advance(1);
+    let probe = h.conn_of(Transport::WebSocket);
+    assert!(h.open.last().unwrap().2.ends_with("since=2"));
+    h.events_on(sse, &["3"]);
+    h.opened(probe);
+    assert!(
+        h.is_open(sse),
+        "SSE keeps delivering until the probe proves itself"
+    );
+    h.items(
+        probe,
+        vec![
+            Item::Hello {
+                cursor: Some("3".into()),
+                heartbeat_ms: None,
+            },
+            H::ev("3"),
+            H::ev("4"),
+        ],
+    );
+    assert!(!h.is_open(sse));
+    assert_eq!(h.e.snapshot().transport, Some(Transport::WebSocket));
+    h.events_on(probe, &["5"]);
+    assert_eq!(h.delivered(), ["1", "2", "3", "4", "5"]);
+    assert!(h
+        .e
+        .diagnostics()
+        .notes
+        .iter()
+        .any(|n| n.text.contains("moved up from sse to websocket")));
+}
+
+#[test]
+fn failed_probes_back_off() {
+    let mut o = opts();
+    o.transports = vec![Transport::WebSocket, Transport::Polling];
+    let mut h = H::started(o);
+    let (ws, _, _) = h.last_conn();
+    h.closed(ws, None);
+    let p = h.connect_last();
+    let _ = p;
+    let mut probe_times = Vec::new();
+    for _ in 0..4 {
+        // Answer polls at once with nothing; refuse every probe.
+        for _ in 0..2000 {
+            let before = h.opens.len();
+            h.advance(1_000);
+            for (c, t, _) in h.open.clone() {
+                match t {
+                    Transport::Polling => {
+                        h.opened(c);
+                        h.closed(c, None);
+                    }
+                    Transport::WebSocket => {
+                        probe_times.push(h.now);
+                        h.closed(c, None);
+                    }
+                    _ => {}
+                }
+            }
+            if probe_times.len() > 0
+                && h.opens.len() > before
+                && h.opens.last().unwrap().2 == Transport::WebSocket
+            {
+                break;
+            }
+        }
+    }
+    assert!(probe_times.len() >= 3, "{probe_times:?}");
+    let gaps: Vec<u64> = probe_times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.windows(2).all(|g| g[1] >= g[0]) && gaps[1] > gaps[0],
+        "probe gaps grow: {gaps:?}"
+    );
+    assert!(gaps.iter().all(|g| *g <= 600_000), "up to probe.maxMs");
+    assert_eq!(h.e.snapshot().transport, Some(Transport::Polling));
+    assert!(
+        h.errors().len() == 1,
+        "probe failures are diagnostics, not app errors"
+    );
+}
+
+// ----- 5. rung memory -------------------------------------------------------------------
+
+#[test]
+fn the_working_rung_is_remembered_and_skips_the_broken_one_next_time() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.closed(ws, None);
+    h.connect_last();
+    let (key, value) = h
+        .cmds
+        .iter()
+        .find_map(|c| match c {
+            Command::Remember { key, value } => Some((key.clone(), *value)),
+            _ => None,
+        })
+        .expect("remembered");
+    assert_eq!(key, h.e.memory_key());
+    assert_eq!(value.transport, Transport::Sse);
+    let stored = value.encode();
+
+    let mut page = PageContext::new("https://app.example.com/dash/");
+    page.remembered = RememberedRung::decode(&stored);
+    let mut h2 = H::with_page(opts(), page);
+    h2.input(Input::Start);
+    assert_eq!(h2.last_conn().1, Transport::Sse);
+}
+
+#[test]
+fn an_expired_memory_is_forgotten_and_the_ladder_starts_at_the_top() {
+    let mut h = H::new(opts());
+    h.input(Input::Remembered(Some(RememberedRung {
+        transport: Transport::Polling,
+        expires_at: 500,
+    })));
+    h.input(Input::Start);
+    assert_eq!(h.last_conn().1, Transport::WebSocket);
+    assert_eq!(h.count_cmd(|c| matches!(c, Command::Forget { .. })), 1);
+}
+
+#[test]
+fn reaching_websocket_again_forgets_the_fallback() {
+    let mut h = H::new(opts());
+    h.input(Input::Remembered(Some(RememberedRung {
+        transport: Transport::Sse,
+        expires_at: u64::MAX,
+    })));
+    h.input(Input::Start);
+    let sse = h.connect_last();
+    let _ = sse;
+    h.advance(30_000);
+    let probe = h.conn_of(Transport::WebSocket);
+    h.opened(probe);
+    h.hello(probe, None);
+    assert_eq!(h.count_cmd(|c| matches!(c, Command::Forget { .. })), 1);
+}
+
+// ----- 6. backoff ---------------------------------------------------------------------
+
+fn round_gaps(mut h: H, rounds: usize) -> Vec<u64> {
+    let mut starts = Vec::new();
+    for _ in 0..rounds {
+        let (c, _, _) = h.last_conn();
+        starts.push(h.now);
+        h.closed(c, None);
+        let at = h.e.snapshot().next_retry_at.expect("retry scheduled");
+        h.advance(at - h.now);
+    }
+    starts.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[test]
+fn retries_back_off_exponentially_with_jitter_up_to_thirty_seconds() {
+    let mut o = opts();
+    o.transports = vec![Transport::WebSocket];
+    let gaps = round_gaps(H::started(o), 14);
+    for (n, g) in gaps.iter().enumerate() {
+        let cap = (500u64 << n).min(30_000);
+        assert!(
+            *g >= cap / 2 && *g <= cap,
+            "attempt {n}: {g} not in [{}, {cap}]",
+            cap / 2
+        );
+    }
+    assert!(gaps.iter().rev().take(3).all(|g| *g >= 15_000));
+}
+
+#[test]
+fn a_healthy_connection_resets_the_backoff() {
+    let mut o = opts();
+    o.transports = vec![Transport::WebSocket];
+    let mut h = H::started(o);
+    for _ in 0..5 {
+        let (c, _, _) = h.last_conn();
+        h.closed(c, None);
+        let at = h.e.snapshot().next_retry_at.unwrap();
+        h.advance(at - h.now);
+    }
+    assert_eq!(h.e.snapshot().attempt, 5);
+    let c = h.connect_last();
+    h.advance(9_999);
+    h.events_on(c, &["1"]);
+    assert_eq!(h.e.snapshot().attempt, 5);
+    h.advance(1);
+    assert_eq!(h.e.snapshot().attempt, 0);
+}
+
+#[test]
+fn the_client_gives_up_only_when_a_maximum_is_configured() {
+    let mut o = opts();
+    o.transports = vec![Transport::Sse];
+    o.backoff.max_attempts = Some(3);
+    let mut h = H::started(o);
+    for _ in 0..3 {
+        h.advance_until_open();
+        let (c, _, _) = h.last_conn();
+        h.closed(c, None);
+    }
+    assert_eq!(h.status(), Status::Closed);
+    assert_eq!(*h.errors().last().unwrap(), ErrorCode::GaveUp);
+
+    let mut o = opts();
+    o.transports = vec![Transport::Sse];
+    let mut h = H::started(o);
+    for _ in 0..50 {
+        h.advance_until_open();
+        let (c, _, _) = h.last_conn();
+        h.closed(c, None);
+    }
+    h.advance_until_open();
+    assert_eq!(h.status(), Status::Connecting);
+    assert_eq!(h.open.len(), 1, "still trying after 50 failures");
+}
+
+#[test]
+fn a_thousand_clients_cut_at_once_spread_their_first_retries() {
+    let mut firsts = Vec::new();
+    for seed in 0..1_000u64 {
+        let mut h = H::seeded(
+            opts(),
+            PageContext::new("https://app.example.com/"),
+            seed.wrapping_mul(0x9E37_79B9) ^ 0xABCD,
+        );
+        h.input(Input::Start);
+        let c = h.connect_last();
+        h.closed(c, Some(1001));
+        firsts.push(h.e.snapshot().next_retry_at.unwrap() - h.now);
+    }
+    let max = *firsts.iter().max().unwrap();
+    let mut worst = 0;
+    for start in 0..=max {
+        let n = firsts
+            .iter()
+            .filter(|d| **d >= start && **d < start + 100)
+            .count();
+        worst = worst.max(n);
+    }
+    assert!(
+        worst <= 50,
+        "a 100 ms window holds {worst} of 1000 first retries"
+    );
+}
+
+// ----- 7. heartbeats --------------------------------------------------------------------
+
+#[test]
+fn a_silent_websocket_is_pinged_after_thirty_seconds_and_dropped_after_three_missed_pongs() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    let pings0 = h.pings.len();
+    h.advance(29_999);
+    assert_eq!(h.pings.len(), pings0);
+    h.advance(1);
+    assert_eq!(h.pings.len(), pings0 + 1);
+    assert_eq!(h.pings.last().unwrap().2, "{\"type\":\"ping\"}");
+    h.advance(5_000);
+    h.advance(5_000);
+    assert!(h.is_open(ws));
+    h.advance(5_000);
+    assert!(!h.is_open(ws));
+    assert_eq!(h.errors(), [ErrorCode::HeartbeatTimeout]);
+}
+
+#[test]
+fn any_frame_counts_as_life() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    let pings0 = h.pings.len();
+    for i in 0..10 {
+        h.advance(20_000);
+        h.events_on(ws, &[&i.to_string()]);
+    }
+    assert_eq!(h.pings.len(), pings0);
+    h.advance(30_000);
+    h.items(ws, vec![Item::Pong]);
+    h.advance(20_000);
+    assert!(h.is_open(ws));
+    assert!(h.errors().is_empty());
+}
+
+#[test]
+fn sse_relies_on_server_heartbeats_and_reconnects_after_silence() {
+    let mut o = opts();
+    o.transports = vec![Transport::Sse];
+    let mut h = H::started(o);
+    let (c, _, _) = h.last_conn();
+    h.opened(c);
+    h.items(
+        c,
+        vec![Item::Hello {
+            cursor: None,
+            heartbeat_ms: Some(25_000),
+        }],
+    );
+    for _ in 0..4 {
+        h.advance(25_000);
+        h.input(Input::Activity { conn: c, bytes: 13 });
+    }
+    assert!(h.is_open(c));
+    h.advance(55_000);
+    assert!(!h.is_open(c));
+    assert_eq!(h.errors(), [ErrorCode::HeartbeatTimeout]);
+}
+
+#[test]
+fn connections_dying_after_the_same_idle_time_shorten_the_ping_interval() {
+    let mut o = opts();
+    o.transports = vec![Transport::WebSocket];
+    let mut h = H::started(o);
+    for _ in 0..2 {
+        let ws = h.connect_last();
+        h.advance(20_000);
+        h.closed(ws, Some(1006));
+        let at = h.e.snapshot().next_retry_at.unwrap();
+        h.advance(at - h.now);
+    }
+    assert_eq!(h.errors(), [ErrorCode::ClosedByPeer, ErrorCode::IdleCutoff]);
+    let interval = h.e.snapshot().ping_interval_ms;
+    assert!(interval < 20_000, "{interval}");
+    assert!(h
+        .e
+        .diagnostics()
+        .notes
+        .iter()
+        .any(|n| n.text.contains("adaptive heartbeat")));
+    // The next connection is pinged before the cut-off.
+    let ws = h.connect_last();
+    let pings0 = h.pings.len();
+    h.advance(interval);
+    assert_eq!(h.pings.len(), pings0 + 1);
+    assert!(h.is_open(ws));
+}
+
+// ----- 8. page environment ----------------------------------------------------------------
+
+#[test]
+fn offline_pauses_and_online_reconnects_at_once() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    h.events_on(ws, &["1"]);
+    h.input(Input::Offline);
+    assert_eq!(h.status(), Status::Offline);
+    assert!(!h.is_open(ws));
+    assert_eq!(h.errors(), [ErrorCode::Offline]);
+    h.advance(600_000);
+    assert!(h.open.is_empty(), "nothing is tried while offline");
+    assert_eq!(h.e.poll_timeout(), None);
+    h.input(Input::Online);
+    let (_, t, url) = h.last_conn();
+    assert_eq!(t, Transport::WebSocket);
+    assert!(url.ends_with("since=1"));
+}
+
+#[test]
+fn starting_offline_waits_for_the_network() {
+    let mut page = PageContext::new("https://h/");
+    page.online = false;
+    let mut h = H::with_page(opts(), page);
+    h.input(Input::Start);
+    assert_eq!(h.status(), Status::Offline);
+    assert!(h.open.is_empty());
+    h.input(Input::Online);
+    assert_eq!(h.open.len(), 1);
+}
+
+#[test]
+fn coming_back_visible_checks_liveness_at_once() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    h.input(Input::Hidden);
+    h.advance(10_000);
+    h.events_on(ws, &["1"]);
+    let pings0 = h.pings.len();
+    h.input(Input::Visible);
+    assert_eq!(h.pings.len(), pings0 + 1, "pinged at once");
+    h.advance(5_000);
+    assert!(
+        !h.is_open(ws),
+        "one missed answer is enough after returning"
+    );
+}
+
+#[test]
+fn a_clock_jump_marks_the_connection_suspect_and_verifies_it() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    let pings0 = h.pings.len();
+    h.sleep_then_wake(10 * 60_000);
+    assert!(h
+        .e
+        .diagnostics()
+        .notes
+        .iter()
+        .any(|n| n.text.contains("slept")));
+    assert_eq!(h.pings.len(), pings0 + 1);
+    assert!(h.is_open(ws));
+    h.items(ws, vec![Item::Pong]);
+    h.advance(5_000);
+    assert!(h.is_open(ws), "it answered: still good");
+    assert!(h.errors().is_empty());
+}
+
+#[test]
+fn a_clock_jump_reconnects_sse_at_once() {
+    let mut o = opts();
+    o.transports = vec![Transport::Sse];
+    let mut h = H::started(o);
+    let c = h.connect_last();
+    h.events_on(c, &["4"]);
+    h.sleep_then_wake(10 * 60_000);
+    assert!(!h.is_open(c));
+    let (_, _, url) = h.last_conn();
+    assert!(url.ends_with("since=4"));
+    assert_eq!(
+        h.opens.last().unwrap().4.as_deref(),
+        Some("4"),
+        "Last-Event-ID too"
+    );
+}
+
+// ----- 9. delivery ----------------------------------------------------------------------
+
+#[test]
+fn repeats_after_a_reconnect_are_dropped() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    h.events_on(ws, &["1700-1", "1700-2"]);
+    h.closed(ws, None);
+    h.advance(6_000);
+    let ws2 = h.connect_last();
+    h.events_on(ws2, &["1700-1", "1700-2", "1700-3", "1700-3"]);
+    assert_eq!(h.delivered(), ["1700-1", "1700-2", "1700-3"]);
+}
+
+#[test]
+fn opaque_ids_are_deduplicated_and_events_without_ids_always_delivered() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    h.events_on(ws, &["abc", "def", "abc"]);
+    h.items(
+        ws,
+        vec![
+            Item::Event {
+                id: None,
+                kind: "x".into(),
+                data: json!(1)
+            };
+            2
+        ],
+    );
+    let n = h
+        .events
+        .iter()
+        .filter(|e| matches!(e, AppEvent::Message { .. }))
+        .count();
+    assert_eq!(n, 4);
+    assert_eq!(h.delivered(), ["abc", "def"]);
+}
+
+#[test]
+fn the_hello_cursor_lets_the_first_reconnect_resume_before_any_event() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.opened(ws);
+    h.hello(ws, Some("1700-9"));
+    h.closed(ws, None);
+    h.advance(6_000);
+    assert!(h.last_conn().2.ends_with("since=1700-9"));
+}
+
+// ----- 10. upstream ---------------------------------------------------------------------
+
+#[test]
+fn messages_wait_while_disconnected_and_go_out_in_order_once_connected() {
+    let mut h = H::started(opts());
+    let a = h.e.send(json!("a"), h.now).unwrap();
+    let b = h.e.send(json!("b"), h.now).unwrap();
+    h.drain();
+    assert_ne!(a, b);
+    assert!(h.upstream.is_empty());
+    assert_eq!(h.e.snapshot().outbox_len, 2);
+    let ws = h.connect_last();
+    assert_eq!(h.upstream, [(ws, a.0.clone()), (ws, b.0.clone())]);
+    h.items(ws, vec![Item::Ack { id: a.0.clone() }]);
+    assert_eq!(h.acked(), [a.0.clone()]);
+    // Unacknowledged b goes again after a reconnect.
+    h.closed(ws, None);
+    h.advance(6_000);
+    let ws2 = h.connect_last();
+    assert_eq!(h.upstream.last().unwrap(), &(ws2, b.0.clone()));
+    h.items(ws2, vec![Item::Ack { id: b.0.clone() }]);
+    assert_eq!(h.e.snapshot().outbox_len, 0);
+}
+
+#[test]
+fn on_sse_messages_are_posted_one_at_a_time_and_retried_until_acknowledged() {
+    let mut o = opts();
+    o.transports = vec![Transport::Sse];
+    let mut h = H::started(o);
+    h.connect_last();
+    let a = h.e.send(json!(1), h.now).unwrap();
+    let b = h.e.send(json!(2), h.now).unwrap();
+    h.drain();
+    assert_eq!(h.posts, [a.0.clone()]);
+    match h
+        .cmds
+        .iter()
+        .rev()
+        .find(|c| matches!(c, Command::Post { .. }))
+        .unwrap()
+    {
+        Command::Post { url, .. } => assert_eq!(url, "https://app.example.com/realtime/send"),
+        _ => unreachable!(),
+    }
+    h.input(Input::SendResult {
+        msg_id: a.clone(),
+        result: Err(HttpFailure {
+            status: None,
+            ..Default::default()
+        }),
+    });
+    assert_eq!(h.posts.len(), 1);
+    h.advance(1_000);
+    assert_eq!(h.posts, [a.0.clone(), a.0.clone()]);
+    h.input(Input::SendResult {
+        msg_id: a.clone(),
+        result: Ok(()),
+    });
+    assert_eq!(h.posts, [a.0.clone(), a.0.clone(), b.0.clone()]);
+    h.input(Input::SendResult {
+        msg_id: b.clone(),
+        result: Ok(()),
+    });
+    assert_eq!(h.acked(), [a.0, b.0]);
+}
+
+#[test]
+fn a_message_the_server_refuses_is_reported_and_the_next_one_goes() {
+    let mut o = opts();
+    o.transports = vec![Transport::Polling];
+    let mut h = H::started(o);
+    h.connect_last();
+    let a = h.e.send(json!(1), h.now).unwrap();
+    let b = h.e.send(json!(2), h.now).unwrap();
+    h.drain();
+    h.input(Input::SendResult {
+        msg_id: a.clone(),
+        result: Err(HttpFailure {
+            status: Some(413),
+            retry_after_ms: None,
+            error_code: Some("too_large".into()),
+        }),
+    });
+    assert!(h.events.iter().any(|e| matches!(e, AppEvent::SendFailed { msg_id, error } if *msg_id == a && error.message.contains("413"))));
+    assert_eq!(h.posts.last().unwrap(), &b.0);
+}
+
+#[test]
+fn a_full_outbox_refuses_with_a_clear_error() {
+    let mut o = opts();
+    o.outbox_capacity = 2;
+    let mut h = H::started(o);
+    h.e.send(json!(1), h.now).unwrap();
+    h.e.send(json!(2), h.now).unwrap();
+    let e = h.e.send(json!(3), h.now).unwrap_err();
+    assert_eq!(e.code, ErrorCode::OutboxFull);
+    assert!(e.message.contains("outboxCapacity"));
+}
+
+#[test]
+fn closing_the_client_fails_pending_messages_and_stops_everything() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    let a = h.e.send(json!(1), h.now).unwrap();
+    h.input(Input::Close);
+    assert!(!h.is_open(ws));
+    assert_eq!(h.status(), Status::Closed);
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, AppEvent::SendFailed { msg_id, .. } if *msg_id == a)));
+    assert_eq!(h.e.poll_timeout(), None);
+    assert_eq!(
+        h.e.send(json!(2), h.now).unwrap_err().code,
+        ErrorCode::Closed
+    );
+    h.input(Input::Start);
+    assert!(h.open.is_empty());
+}
+
+// ----- 11. interop ------------------------------------------------------------------------
+
+#[test]
+fn seed_style_backends_work_with_interop_options() {
+    let mut o = opts();
+    o.interop.since_param = "after".into();
+    o.interop.ping_text = "ping".into();
+    let mut h = H::started(o);
+    let (ws, _, _) = h.last_conn();
+    h.opened(ws);
+    assert_eq!(h.pings.last().unwrap().2, "ping");
+    let items =
+        decode::decode_text::<serde_json::Value>("pong", h.e.interop(), h.e.max_frame_bytes())
+            .unwrap();
+    h.items(ws, items);
+    assert_eq!(h.status(), Status::Connected);
+    let items = decode::decode_text::<serde_json::Value>(
+        r#"[{"id":41,"type":"log","msg":"x"},{"id":42,"type":"log","msg":"y"}]"#,
+        h.e.interop(),
+        1 << 20,
+    )
+    .unwrap();
+    h.items(ws, items);
+    h.closed(ws, None);
+    h.advance(6_000);
+    assert!(h.last_conn().2.ends_with("after=42"));
+}
+
+// ----- 12. diagnostics --------------------------------------------------------------------
+
+#[test]
+fn diagnostics_are_bounded_and_never_hold_the_token() {
+    let mut o = opts();
+    o.use_token = true;
+    o.diagnostics_capacity = 4;
+    o.transports = vec![Transport::WebSocket];
+    let mut h = H::started(o);
+    h.input(Input::Token(Ok("s3cr3t-token".into())));
+    for _ in 0..10 {
+        h.advance_until_open();
+        let (c, _, url) = h.last_conn();
+        assert!(url.contains("s3cr3t-token"), "the command needs it");
+        h.closed(c, None);
+    }
+    let d = h.e.diagnostics();
+    assert_eq!(d.attempts.len(), 4);
+    let dump = format!("{:?} {:?}", d, h.events);
+    assert!(!dump.contains("s3cr3t"), "token leaked: {dump}");
+    assert!(d
+        .attempts
+        .iter()
+        .all(|a| a.failure.as_ref().map(|f| f.code) == Some(ErrorCode::UpgradeRefused)));
+    assert_eq!(
+        d.last_failure(Transport::WebSocket).unwrap().transport,
+        Some(Transport::WebSocket)
+    );
+}
+
+#[test]
+fn the_snapshot_changes_only_when_something_changed() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    let n = h
+        .events
+        .iter()
+        .filter(|e| matches!(e, AppEvent::StateChanged))
+        .count();
+    h.items(ws, vec![Item::Heartbeat]);
+    let n2 = h
+        .events
+        .iter()
+        .filter(|e| matches!(e, AppEvent::StateChanged))
+        .count();
+    assert_eq!(n, n2);
+    h.events_on(ws, &["1"]);
+    let n3 = h
+        .events
+        .iter()
+        .filter(|e| matches!(e, AppEvent::StateChanged))
+        .count();
+    assert_eq!(n3, n2 + 1, "the cursor moved");
+}
+
+#[test]
+fn bad_options_and_urls_are_typed_errors() {
+    let mut o = opts();
+    o.heartbeat.max_missed = 0;
+    let e = Engine::<serde_json::Value>::new(o, PageContext::new("https://h/"), 1, 0)
+        .err()
+        .unwrap();
+    assert_eq!(e.code, ErrorCode::InvalidOption);
+    let e = Engine::<serde_json::Value>::new(opts(), PageContext::default(), 1, 0)
+        .err()
+        .unwrap();
+    assert_eq!(e.code, ErrorCode::InvalidUrl);
+}
