@@ -35,6 +35,11 @@ pub struct Config {
     /// upstream ends, then flush and start holding again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer_bytes: Option<u64>,
+    /// With `bufferBytes`: hold the response head too (default true, as nginx does in
+    /// effect, since it postpones a head smaller than `postpone_output`); false sends the head
+    /// at once and holds only the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_headers: Option<bool>,
     /// Close a connection that moved no byte either way for this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_cut_ms: Option<u64>,
@@ -60,6 +65,7 @@ pub struct Effective {
     pub silence_after_upgrade: bool,
     pub strip_upgrade: bool,
     pub buffer_bytes: Option<u64>,
+    pub buffer_headers: bool,
     pub idle_cut_ms: Option<u64>,
     pub cut_every_ms: Option<u64>,
     pub latency_ms: u64,
@@ -176,6 +182,7 @@ impl Config {
         let mut silence = None;
         let mut strip = None;
         let mut latency = None;
+        let mut buffer_headers = None;
         for rule in std::iter::once(self).chain(self.rules.iter()) {
             if !rule.matches(path) {
                 continue;
@@ -184,6 +191,7 @@ impl Config {
             silence = silence.or(rule.silence_after_upgrade);
             strip = strip.or(rule.strip_upgrade);
             e.buffer_bytes = e.buffer_bytes.or(rule.buffer_bytes);
+            buffer_headers = buffer_headers.or(rule.buffer_headers);
             e.idle_cut_ms = e.idle_cut_ms.or(rule.idle_cut_ms);
             e.cut_every_ms = e.cut_every_ms.or(rule.cut_every_ms);
             latency = latency.or(rule.latency_ms);
@@ -191,6 +199,7 @@ impl Config {
         e.silence_after_upgrade = silence.unwrap_or(false);
         e.strip_upgrade = strip.unwrap_or(false);
         e.latency_ms = latency.unwrap_or(0);
+        e.buffer_headers = buffer_headers.unwrap_or(true);
         e
     }
 }
@@ -202,7 +211,13 @@ mod tests {
     #[test]
     fn an_empty_object_injects_no_fault() {
         let c = Config::from_json(b"{}").unwrap();
-        assert_eq!(c.effective("/anything"), Effective::default());
+        assert_eq!(
+            c.effective("/anything"),
+            Effective {
+                buffer_headers: true,
+                ..Effective::default()
+            }
+        );
         assert!(!c.refuses_connections());
     }
 

@@ -384,7 +384,16 @@ async fn response_reader(ctx: &Ctx, mut r: OwnedReadHalf, tx: mpsc::Sender<Chunk
             continue;
         }
         let mut out = head.encode_close();
-        match ctx.shared.effective(&ctx.path).buffer_bytes {
+        let eff = ctx.shared.effective(&ctx.path);
+        match eff.buffer_bytes {
+            Some(limit) if !eff.buffer_headers => {
+                inc(&stats.responses_buffered);
+                if tx.send(ctx.chunk(out)).await.is_err() {
+                    return;
+                }
+                let held = buf.len() as u64;
+                hold(ctx, &mut r, &tx, buf, held, limit).await;
+            }
             None => {
                 out.extend_from_slice(&buf);
                 if tx.send(ctx.chunk(out)).await.is_err() {

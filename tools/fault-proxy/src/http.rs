@@ -83,7 +83,7 @@ fn connection_tokens(headers: &Headers) -> Vec<String> {
 fn is_hop_by_hop(name: &str, tokens: &[String]) -> bool {
     const HOP: [&str; 4] = ["connection", "keep-alive", "proxy-connection", "upgrade"];
     let lower = name.to_ascii_lowercase();
-    HOP.contains(&lower.as_str()) || tokens.iter().any(|t| *t == lower)
+    HOP.contains(&lower.as_str()) || tokens.contains(&lower)
 }
 
 fn encode_headers(out: &mut Vec<u8>, headers: &Headers, keep: impl Fn(&str) -> bool) {

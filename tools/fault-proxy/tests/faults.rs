@@ -455,3 +455,28 @@ async fn faults_combine_latency_with_buffering_on_one_path() {
     let c = proxy.config(r#"{}"#).await;
     assert_eq!(c.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffer_headers_false_sends_the_head_at_once_and_holds_only_the_body() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start(up.addr);
+    proxy
+        .set(r#"{"bufferBytes":500,"bufferHeaders":false}"#)
+        .await;
+    let feed = up.feed();
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(&get("/feed")).await.unwrap();
+    feed.send(b"data: held\n\n".to_vec()).unwrap();
+    let head = read_until_contains(&mut s, b"\r\n\r\n").await;
+    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let more = read_for(&mut s, QUIET).await;
+    assert!(
+        !head
+            .windows(10)
+            .chain(more.windows(10))
+            .any(|w| w == b"data: held"),
+        "the body is held"
+    );
+    feed.send(vec![b'c'; 500]).unwrap();
+    read_until_contains(&mut s, b"data: held").await;
+}
