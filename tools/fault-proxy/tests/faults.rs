@@ -480,3 +480,21 @@ async fn buffer_headers_false_sends_the_head_at_once_and_holds_only_the_body() {
     feed.send(vec![b'c'; 500]).unwrap();
     read_until_contains(&mut s, b"data: held").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_faults_with_a_paths_filter_spare_other_paths() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start(up.addr);
+    proxy
+        .set(r#"{"idleCutMs":200,"cutEveryMs":300,"paths":["/realtime/sse"]}"#)
+        .await;
+    let mut ws = ws_connect(&proxy.ws_url("/ws")).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    echo(&mut ws, "neither idle-cut nor cut on another path").await;
+    let s = proxy.stats().await;
+    assert_eq!(
+        (s["cuts"]["idle"].as_u64(), s["cuts"]["every"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+}
