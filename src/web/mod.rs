@@ -16,6 +16,7 @@ pub mod runtime;
 pub mod sse;
 pub mod storage;
 pub mod timer;
+pub mod upstream;
 pub mod ws;
 
 use crate::engine::Input;

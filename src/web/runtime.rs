@@ -11,23 +11,22 @@
 
 use super::env::PageEnv;
 use super::eventsource::EsConn;
-use super::http::{self, Task};
+use super::http::Task;
 use super::json::Decoder;
 use super::poll::PollConn;
 use super::sse::SseConn;
 use super::timer::Timer;
 use super::ws::WsConn;
-use super::{now, storage, Sink};
+use super::{now, storage, upstream, Sink};
 use crate::engine::{
-    AppEvent, Command, ConnId, Engine, HoldfastError, HttpFailure, Input, MessageId, Options,
-    Output, PageContext, Secret, Snapshot, Status, Transport,
+    AppEvent, Command, ConnId, Engine, HoldfastError, Input, MessageId, Options, Output,
+    PageContext, Secret, Snapshot, Status, Transport,
 };
 use js_sys::{Array, Function, Object, Reflect};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::spawn_local;
 
 thread_local! {
     /// Adapters alive now (sockets, requests, timers, page listeners), for teardown tests.
@@ -370,33 +369,8 @@ impl Inner {
 
     fn post(&mut self, msg_id: MessageId, url: &str, token: Option<Secret>, data: &JsValue) {
         let body = stringify(data).unwrap_or_else(|| String::from("null"));
-        let (task, response) = http::fetch(
-            "POST",
-            url,
-            token.as_ref().map(Secret::expose),
-            &[
-                ("Content-Type", "application/json"),
-                ("Idempotency-Key", msg_id.as_str()),
-            ],
-            Some(&body),
-        );
-        let alive = task.alive();
-        let sink = sink(&self.me);
-        let id = msg_id.clone();
-        spawn_local(async move {
-            let result = match response.await {
-                Ok(r) if r.ok() => Ok(()),
-                Ok(r) => Err(HttpFailure {
-                    status: Some(r.status()),
-                    retry_after_ms: http::retry_after_ms(&r),
-                    error_code: http::error_code(&r).await,
-                }),
-                Err(_) => Err(HttpFailure::default()),
-            };
-            if alive.get() {
-                sink(Input::SendResult { msg_id: id, result });
-            }
-        });
+        let token = token.as_ref().map(Secret::expose);
+        let task = upstream::post(msg_id.clone(), url, token, &body, sink(&self.me));
         self.posts.push((msg_id, Counted::new(task)));
     }
 

@@ -1,0 +1,316 @@
+//! Each browser adapter against the real reference server, in a real browser
+//! (wasm-bindgen-test in headless Chromium). The adapters report engine inputs into a
+//! collecting sink; no engine is involved, so these pin down the web layer alone.
+//!
+//! Run: start `holdfast-server --port 0`, then
+//! `HOLDFAST_TEST_URL=http://127.0.0.1:PORT CHROMEDRIVER=/usr/bin/chromedriver \
+//!  cargo test --target wasm32-unknown-unknown -p holdfast --test browser_adapters`
+//! (`cargo xtask test` does all of it).
+#![cfg(target_arch = "wasm32")]
+
+mod browser_common;
+
+use browser_common::*;
+use holdfast::engine::{ConnId, Input, Item, MessageId};
+use holdfast::web::eventsource::EsConn;
+use holdfast::web::poll::PollConn;
+use holdfast::web::sse::SseConn;
+use holdfast::web::upstream;
+use holdfast::web::ws::WsConn;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+const C: ConnId = ConnId(7);
+
+#[wasm_bindgen_test]
+async fn websocket_adapter_reports_open_then_the_servers_hello() {
+    let topic = fresh_topic("ws-hello");
+    let rec = Recorder::new();
+    let _ws =
+        WsConn::open(C, &ws_url(&topic, None), decoder(), rec.sink()).expect("socket created");
+    rec.wait_for("a hello frame", |inputs| hello_seen(inputs))
+        .await;
+    let inputs = rec.take();
+    assert!(
+        matches!(inputs[0], Input::Opened { conn } if conn == C),
+        "first input is Opened: {:?}",
+        kinds(&inputs)
+    );
+}
+
+#[wasm_bindgen_test]
+async fn websocket_adapter_delivers_published_events_in_order() {
+    let topic = fresh_topic("ws-events");
+    let rec = Recorder::new();
+    let _ws = WsConn::open(C, &ws_url(&topic, None), decoder(), rec.sink()).unwrap();
+    rec.wait_for("a hello frame", |inputs| hello_seen(inputs))
+        .await;
+    let ids = publish(&topic, 5).await;
+    rec.wait_for("5 events", |inputs| events(inputs).len() >= 5)
+        .await;
+    let got = events(&rec.take());
+    assert_eq!(got.iter().map(|e| e.0.clone()).collect::<Vec<_>>(), ids);
+    assert_eq!(
+        got.iter().map(|e| e.2).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert!(got.iter().all(|e| e.1 == "tick"));
+}
+
+#[wasm_bindgen_test]
+async fn websocket_adapter_resumes_after_the_since_cursor() {
+    let topic = fresh_topic("ws-since");
+    let ids = publish(&topic, 4).await;
+    let rec = Recorder::new();
+    let _ws = WsConn::open(C, &ws_url(&topic, Some(&ids[1])), decoder(), rec.sink()).unwrap();
+    rec.wait_for("2 events after the cursor", |inputs| {
+        events(inputs).len() >= 2
+    })
+    .await;
+    let got = events(&rec.take());
+    assert_eq!(got.iter().map(|e| e.2).collect::<Vec<_>>(), vec![3, 4]);
+}
+
+#[wasm_bindgen_test]
+async fn websocket_adapter_reports_a_refused_upgrade_as_a_close_without_open() {
+    let rec = Recorder::new();
+    let url = format!("{}/no-such-endpoint/ws", server().replacen("http", "ws", 1));
+    let _ws = WsConn::open(C, &url, decoder(), rec.sink()).unwrap();
+    rec.wait_for("the close", |inputs| {
+        inputs.iter().any(|i| matches!(i, Input::Closed { .. }))
+    })
+    .await;
+    let inputs = rec.take();
+    assert!(
+        !inputs.iter().any(|i| matches!(i, Input::Opened { .. })),
+        "never opened: {:?}",
+        kinds(&inputs)
+    );
+    assert!(
+        matches!(
+            inputs.last(),
+            Some(Input::Closed {
+                code: Some(1006),
+                ..
+            })
+        ),
+        "{:?}",
+        kinds(&inputs)
+    );
+}
+
+#[wasm_bindgen_test]
+async fn websocket_adapter_sends_text_frames_and_the_server_acknowledges() {
+    let topic = fresh_topic("ws-send");
+    let rec = Recorder::new();
+    let ws = WsConn::open(C, &ws_url(&topic, None), decoder(), rec.sink()).unwrap();
+    rec.wait_for("a hello frame", |inputs| hello_seen(inputs))
+        .await;
+    assert!(ws.send(r#"{"type":"send","id":"m-ws-1","data":{"x":1}}"#));
+    assert!(ws.send(r#"{"type":"ping"}"#));
+    rec.wait_for("the ack and the pong", |inputs| {
+        items(inputs)
+            .iter()
+            .any(|i| matches!(i, Item::Ack { id } if id == "m-ws-1"))
+            && items(inputs).iter().any(|i| matches!(i, Item::Pong))
+    })
+    .await;
+}
+
+#[wasm_bindgen_test]
+async fn dropping_the_websocket_adapter_silences_it() {
+    let topic = fresh_topic("ws-drop");
+    let rec = Recorder::new();
+    let ws = WsConn::open(C, &ws_url(&topic, None), decoder(), rec.sink()).unwrap();
+    rec.wait_for("a hello frame", |inputs| hello_seen(inputs))
+        .await;
+    drop(ws);
+    rec.take();
+    publish(&topic, 2).await;
+    sleep(300).await;
+    assert!(rec.take().is_empty(), "no input after drop");
+}
+
+#[wasm_bindgen_test]
+async fn fetch_sse_adapter_reports_open_activity_hello_and_events() {
+    let topic = fresh_topic("sse-events");
+    let rec = Recorder::new();
+    let _sse = SseConn::open(
+        C,
+        &http_url("sse", &topic, None),
+        None,
+        None,
+        decoder(),
+        rec.sink(),
+    );
+    rec.wait_for("a hello event", |inputs| hello_seen(inputs))
+        .await;
+    publish(&topic, 3).await;
+    rec.wait_for("3 events", |inputs| events(inputs).len() >= 3)
+        .await;
+    let inputs = rec.take();
+    assert!(
+        matches!(inputs[0], Input::Opened { .. }),
+        "{:?}",
+        kinds(&inputs)
+    );
+    assert!(inputs
+        .iter()
+        .any(|i| matches!(i, Input::Activity { bytes, .. } if *bytes > 0)));
+    assert_eq!(
+        events(&inputs).iter().map(|e| e.2).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+}
+
+#[wasm_bindgen_test]
+async fn fetch_sse_adapter_resumes_from_the_last_event_id_header() {
+    let topic = fresh_topic("sse-resume");
+    let ids = publish(&topic, 3).await;
+    let rec = Recorder::new();
+    let _sse = SseConn::open(
+        C,
+        &http_url("sse", &topic, None),
+        None,
+        Some(&ids[0]),
+        decoder(),
+        rec.sink(),
+    );
+    rec.wait_for("2 events after the cursor", |inputs| {
+        events(inputs).len() >= 2
+    })
+    .await;
+    assert_eq!(
+        events(&rec.take()).iter().map(|e| e.2).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+}
+
+#[wasm_bindgen_test]
+async fn fetch_sse_adapter_reports_the_http_status_of_a_refusal() {
+    let rec = Recorder::new();
+    let url = format!("{}/no-such-endpoint/sse", server());
+    let _sse = SseConn::open(C, &url, None, None, decoder(), rec.sink());
+    rec.wait_for("the status", |inputs| !inputs.is_empty())
+        .await;
+    let inputs = rec.take();
+    assert!(
+        matches!(inputs[0], Input::HttpStatus { status: 404, .. }),
+        "{:?}",
+        kinds(&inputs)
+    );
+}
+
+#[wasm_bindgen_test]
+async fn dropping_the_fetch_sse_adapter_aborts_the_stream() {
+    let topic = fresh_topic("sse-drop");
+    let rec = Recorder::new();
+    let sse = SseConn::open(
+        C,
+        &http_url("sse", &topic, None),
+        None,
+        None,
+        decoder(),
+        rec.sink(),
+    );
+    rec.wait_for("a hello event", |inputs| hello_seen(inputs))
+        .await;
+    drop(sse);
+    rec.take();
+    publish(&topic, 2).await;
+    sleep(300).await;
+    assert!(rec.take().is_empty(), "no input after drop");
+}
+
+#[wasm_bindgen_test]
+async fn eventsource_adapter_receives_listed_event_types() {
+    let topic = fresh_topic("es-events");
+    let rec = Recorder::new();
+    let _es = EsConn::open(
+        C,
+        &http_url("sse", &topic, None),
+        &["tick".to_string()],
+        decoder(),
+        rec.sink(),
+    )
+    .unwrap();
+    rec.wait_for("a hello event", |inputs| hello_seen(inputs))
+        .await;
+    publish(&topic, 2).await;
+    rec.wait_for("2 events", |inputs| events(inputs).len() >= 2)
+        .await;
+    let got = events(&rec.take());
+    assert_eq!(got.iter().map(|e| e.2).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(got.iter().all(|e| e.1 == "tick"));
+}
+
+#[wasm_bindgen_test]
+async fn poll_adapter_returns_the_batch_after_the_cursor_then_closes() {
+    let topic = fresh_topic("poll");
+    let ids = publish(&topic, 3).await;
+    let rec = Recorder::new();
+    let _p = PollConn::open(
+        C,
+        &http_url("poll", &topic, Some(&ids[0])),
+        None,
+        decoder(),
+        rec.sink(),
+    );
+    rec.wait_for("the poll to finish", |inputs| {
+        inputs.iter().any(|i| matches!(i, Input::Closed { .. }))
+    })
+    .await;
+    let inputs = rec.take();
+    assert!(
+        matches!(inputs[0], Input::Opened { .. }),
+        "{:?}",
+        kinds(&inputs)
+    );
+    assert_eq!(
+        events(&inputs).iter().map(|e| e.2).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert!(matches!(
+        inputs.last(),
+        Some(Input::Closed { code: None, .. })
+    ));
+}
+
+#[wasm_bindgen_test]
+async fn poll_adapter_reports_the_http_status_of_a_refusal() {
+    let rec = Recorder::new();
+    let url = format!("{}/no-such-endpoint/poll", server());
+    let _p = PollConn::open(C, &url, None, decoder(), rec.sink());
+    rec.wait_for("the status", |inputs| !inputs.is_empty())
+        .await;
+    let inputs = rec.take();
+    assert!(
+        matches!(inputs[0], Input::HttpStatus { status: 404, .. }),
+        "{:?}",
+        kinds(&inputs)
+    );
+}
+
+#[wasm_bindgen_test]
+async fn upstream_post_is_acknowledged_and_a_repeat_is_acknowledged_again() {
+    let topic = fresh_topic("post");
+    let url = http_url("send", &topic, None);
+    let rec = Recorder::new();
+    let id = MessageId(format!("m-post-{}", topic));
+    let _t1 = upstream::post(id.clone(), &url, None, r#"{"x":1}"#, rec.sink());
+    rec.wait_for("the first result", |inputs| inputs.len() >= 1)
+        .await;
+    let _t2 = upstream::post(id.clone(), &url, None, r#"{"x":1}"#, rec.sink());
+    rec.wait_for("the second result", |inputs| inputs.len() >= 2)
+        .await;
+    for input in rec.take() {
+        match input {
+            Input::SendResult { msg_id, result } => {
+                assert_eq!(msg_id, id);
+                assert!(result.is_ok(), "{:?}", result);
+            }
+            other => panic!("unexpected {:?}", other),
+        }
+    }
+}
