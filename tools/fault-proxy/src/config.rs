@@ -49,6 +49,13 @@ pub struct Config {
     /// Delay every chunk, each way, by this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// Answer every matching request (upgrades included) with this status and a protocol-shaped
+    /// JSON error instead of forwarding it, like a rate limiter or a maintenance page in front.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respond_status: Option<u16>,
+    /// With `respondStatus`: the `Retry-After` header, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
     /// Accept new TCP connections and close them at once (top level only: no path is known
     /// at accept time). Control requests to `/__fault/` still get through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,6 +76,8 @@ pub struct Effective {
     pub idle_cut_ms: Option<u64>,
     pub cut_every_ms: Option<u64>,
     pub latency_ms: u64,
+    pub respond_status: Option<u16>,
+    pub retry_after_secs: Option<u64>,
 }
 
 /// A config that cannot be applied; `code` is stable, `message` says what to fix.
@@ -130,6 +139,16 @@ impl Config {
                     "`{name}` must be at least 1 (omit it to turn the fault off)"
                 )));
             }
+        }
+        if let Some(code) = self.respond_status {
+            if !(200..=599).contains(&code) {
+                return Err(bad(format!(
+                    "`respondStatus` must be an HTTP status from 200 to 599, got {code}"
+                )));
+            }
+        }
+        if self.retry_after_secs.is_some_and(|s| s > 86_400) {
+            return Err(bad("`retryAfterSecs` must be at most 86400".into()));
         }
         if self.buffer_bytes.is_some_and(|b| b > MAX_BUFFER) {
             return Err(bad(format!(
@@ -194,6 +213,8 @@ impl Config {
             buffer_headers = buffer_headers.or(rule.buffer_headers);
             e.idle_cut_ms = e.idle_cut_ms.or(rule.idle_cut_ms);
             e.cut_every_ms = e.cut_every_ms.or(rule.cut_every_ms);
+            e.respond_status = e.respond_status.or(rule.respond_status);
+            e.retry_after_secs = e.retry_after_secs.or(rule.retry_after_secs);
             latency = latency.or(rule.latency_ms);
         }
         e.silence_after_upgrade = silence.unwrap_or(false);
@@ -245,6 +266,7 @@ mod tests {
             &br#"{"bufferByte":10}"#[..],
             br#"{"refuseUpgrade":101}"#,
             br#"{"idleCutMs":0}"#,
+            br#"{"respondStatus":99}"#,
             br#"{"bufferBytes":1000000000}"#,
             br#"{"paths":[]}"#,
             br#"{"paths":["realtime"]}"#,

@@ -47,12 +47,26 @@ struct Ctx {
     silenced: AtomicBool,
     /// The faults in force when the request arrived.
     eff: Effective,
+    /// For the `--verbose` log: connection number, request line, status, bytes, faults.
+    id: u64,
+    method: String,
+    status: AtomicU64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    faults: std::sync::Mutex<Vec<&'static str>>,
 }
 
 impl Ctx {
     fn touch(&self) {
         let ms = self.opened.elapsed().as_millis() as u64;
         self.last_activity_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn note(&self, fault: &'static str) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(fault);
     }
 
     fn chunk(&self, bytes: Vec<u8>) -> Chunk {
@@ -116,7 +130,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, mut client: TcpStream) {
         return;
     }
 
-    inc(&shared.stats.accepted);
+    let id = shared.stats.accepted.fetch_add(1, Ordering::Relaxed) + 1;
     shared.stats.open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGuard(shared.clone());
     let path = head.path().to_string();
@@ -127,10 +141,43 @@ pub(crate) async fn handle(shared: Arc<Shared>, mut client: TcpStream) {
         opened,
         last_activity_ms: AtomicU64::new(opened.elapsed().as_millis() as u64),
         silenced: AtomicBool::new(false),
+        id,
+        method: head.method.clone(),
+        status: AtomicU64::new(0),
+        bytes_up: AtomicU64::new(0),
+        bytes_down: AtomicU64::new(0),
+        faults: std::sync::Mutex::new(Vec::new()),
     };
-    tokio::select! {
-        _ = proxy(&ctx, client, head, rest) => {}
-        reason = watchdog(&ctx) => ctx.shared.stats.cut(reason),
+    let ended = tokio::select! {
+        ended = proxy(&ctx, client, head, rest) => ended,
+        reason = watchdog(&ctx) => {
+            ctx.shared.stats.cut(reason);
+            match reason {
+                CutReason::Idle => "cut: idleCutMs",
+                CutReason::Every => "cut: cutEveryMs",
+                CutReason::Manual => "cut: /__fault/cut",
+                CutReason::Shutdown => "cut: shutdown",
+            }
+        }
+    };
+    if ctx.shared.verbose {
+        let faults = ctx
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join(",");
+        eprintln!(
+            "fault-proxy: #{} {} {} -> {} [{}] up {} B, down {} B, {} ms, {}",
+            ctx.id,
+            ctx.method,
+            ctx.path,
+            ctx.status.load(Ordering::Relaxed),
+            faults,
+            ctx.bytes_up.load(Ordering::Relaxed),
+            ctx.bytes_down.load(Ordering::Relaxed),
+            ctx.opened.elapsed().as_millis(),
+            ended
+        );
     }
 }
 
@@ -190,14 +237,49 @@ async fn watchdog(ctx: &Ctx) -> CutReason {
     }
 }
 
-async fn proxy(ctx: &Ctx, client: TcpStream, head: RequestHead, rest: Vec<u8>) {
+/// Proxies the request; returns how it ended, for the log.
+async fn proxy(ctx: &Ctx, client: TcpStream, head: RequestHead, rest: Vec<u8>) -> &'static str {
     let stats = &ctx.shared.stats;
     let upgrade = head.is_upgrade();
     let mut keep_upgrade = upgrade;
     if upgrade {
         inc(&stats.upgrade_requests);
+    }
+    if let Some(code) = ctx.eff.respond_status {
+        inc(&stats.statuses_injected);
+        ctx.note("respondStatus");
+        ctx.status.store(code.into(), Ordering::Relaxed);
+        let error = match code {
+            400 => "bad_request",
+            401 => "token_expired",
+            403 => "forbidden",
+            404 => "not_found",
+            413 => "too_large",
+            429 => "rate_limited",
+            502 => "bad_gateway",
+            503 => "unavailable",
+            _ => "proxy_status",
+        };
+        let body = error_json(
+            error,
+            &format!("holdfast-fault-proxy answered {code} instead of forwarding (respondStatus)"),
+        );
+        let retry = ctx.eff.retry_after_secs.map(|s| s.to_string());
+        let mut extra = CORS.to_vec();
+        if let Some(r) = retry.as_deref() {
+            extra.push(("Retry-After", r));
+        }
+        let response =
+            http::simple_response(code, http::reason(code), "application/json", &body, &extra);
+        ctx.touch();
+        respond_and_close(client, &response).await;
+        return "answered by the proxy";
+    }
+    if upgrade {
         if let Some(code) = ctx.eff.refuse_upgrade {
             inc(&stats.upgrades_refused);
+            ctx.note("refuseUpgrade");
+            ctx.status.store(code.into(), Ordering::Relaxed);
             let reason = http::reason(code);
             let body = format!(
                 "<!DOCTYPE html><html><head><title>{code} {reason}</title></head><body><h1>{code} {reason}</h1>\
@@ -212,10 +294,11 @@ async fn proxy(ctx: &Ctx, client: TcpStream, head: RequestHead, rest: Vec<u8>) {
             );
             ctx.touch();
             respond_and_close(client, &response).await;
-            return;
+            return "answered by the proxy";
         }
         if ctx.eff.strip_upgrade {
             inc(&stats.upgrades_stripped);
+            ctx.note("stripUpgrade");
             keep_upgrade = false;
         }
     }
@@ -240,12 +323,13 @@ async fn proxy(ctx: &Ctx, client: TcpStream, head: RequestHead, rest: Vec<u8>) {
                     ctx.shared.upstream
                 ),
             );
+            ctx.status.store(502, Ordering::Relaxed);
             respond_and_close(
                 client,
-                &http::simple_response(502, "Bad Gateway", "application/json", &body, &[]),
+                &http::simple_response(502, "Bad Gateway", "application/json", &body, &CORS),
             )
             .await;
-            return;
+            return "upstream unreachable";
         }
     };
     let _ = upstream.set_nodelay(true);
@@ -258,15 +342,27 @@ async fn proxy(ctx: &Ctx, client: TcpStream, head: RequestHead, rest: Vec<u8>) {
     let (down_tx, down_rx) = mpsc::channel(QUEUE);
     let up = pipe(
         client_reader(ctx, client_r, up_tx, first),
-        write_loop(ctx, upstream_w, up_rx, &stats.bytes_to_upstream),
+        write_loop(
+            ctx,
+            upstream_w,
+            up_rx,
+            &stats.bytes_to_upstream,
+            &ctx.bytes_up,
+        ),
     );
     let down = pipe(
         response_reader(ctx, upstream_r, down_tx),
-        write_loop(ctx, client_w, down_rx, &stats.bytes_to_client),
+        write_loop(
+            ctx,
+            client_w,
+            down_rx,
+            &stats.bytes_to_client,
+            &ctx.bytes_down,
+        ),
     );
     tokio::select! {
-        _ = up => {}
-        _ = down => {}
+        _ = up => "client closed",
+        _ = down => "upstream closed",
     }
 }
 
@@ -289,6 +385,7 @@ async fn write_loop(
     mut w: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Chunk>,
     counter: &AtomicU64,
+    per_conn: &AtomicU64,
 ) {
     while let Some(chunk) = rx.recv().await {
         if chunk.due > Instant::now() {
@@ -298,6 +395,7 @@ async fn write_loop(
             return;
         }
         add(counter, chunk.bytes.len());
+        add(per_conn, chunk.bytes.len());
         ctx.touch();
     }
     let _ = w.shutdown().await;
@@ -351,12 +449,14 @@ async fn response_reader(ctx: &Ctx, mut r: OwnedReadHalf, tx: mpsc::Sender<Chunk
             }
         };
         let raw: Vec<u8> = buf.drain(..len).collect();
+        ctx.status.store(head.code.into(), Ordering::Relaxed);
         if head.code == 101 {
             inc(&stats.upgrades);
             if ctx.eff.silence_after_upgrade {
                 // Set before the 101 leaves, so nothing the client sends after it gets through.
                 ctx.silenced.store(true, Ordering::Relaxed);
                 inc(&stats.upgrades_silenced);
+                ctx.note("silenceAfterUpgrade");
                 add(&stats.bytes_dropped, buf.len());
                 if tx.send(ctx.chunk(raw)).await.is_err() {
                     return;
@@ -388,6 +488,7 @@ async fn response_reader(ctx: &Ctx, mut r: OwnedReadHalf, tx: mpsc::Sender<Chunk
         match eff.buffer_bytes {
             Some(limit) if !eff.buffer_headers => {
                 inc(&stats.responses_buffered);
+                ctx.note("bufferBytes");
                 if tx.send(ctx.chunk(out)).await.is_err() {
                     return;
                 }
@@ -403,6 +504,7 @@ async fn response_reader(ctx: &Ctx, mut r: OwnedReadHalf, tx: mpsc::Sender<Chunk
             }
             Some(limit) => {
                 inc(&stats.responses_buffered);
+                ctx.note("bufferBytes");
                 let held = buf.len() as u64;
                 out.extend_from_slice(&buf);
                 hold(ctx, &mut r, &tx, out, held, limit).await;
@@ -470,6 +572,12 @@ async fn discard(ctx: &Ctx, r: &mut OwnedReadHalf) {
         }
     }
 }
+
+/// Lets a cross-origin test page read the proxy's own error answers, `Retry-After` included.
+const CORS: [(&str, &str); 2] = [
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Expose-Headers", "Retry-After"),
+];
 
 /// `{"error":code,"message":...}`, the shape of the protocol's HTTP errors.
 pub(crate) fn error_json(code: &str, message: &str) -> Vec<u8> {

@@ -35,6 +35,8 @@ use tokio::sync::watch;
 /// State shared by every connection of one proxy.
 pub(crate) struct Shared {
     pub upstream: String,
+    /// Log one line per proxied connection on stderr.
+    pub verbose: bool,
     config: RwLock<Arc<Config>>,
     pub stats: stats::Stats,
     /// Bumped by `POST /__fault/cut`; every open connection watches it.
@@ -92,12 +94,22 @@ impl Proxy {
         let (shutdown_tx, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             upstream,
+            verbose: false,
             config: RwLock::new(Arc::new(config)),
             stats: stats::Stats::default(),
             cut_tx,
             shutdown_tx,
         });
         Ok(Proxy { listener, shared })
+    }
+
+    /// Logs one line per proxied connection on stderr when it ends (request, status, faults
+    /// applied, bytes each way, duration, how it ended).
+    pub fn verbose(mut self, on: bool) -> Proxy {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.verbose = on;
+        }
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

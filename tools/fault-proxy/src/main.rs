@@ -9,21 +9,24 @@ use std::io::Write;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: holdfast-fault-proxy --upstream HOST:PORT [--listen 127.0.0.1:0] [--config JSON]
+    "usage: holdfast-fault-proxy --upstream HOST:PORT [--listen 127.0.0.1:0] [--config JSON] [--verbose]
 
 Forwards HTTP/1.1 and WebSocket traffic to the upstream and injects faults configured with
-POST /__fault/config (see tools/fault-proxy/README.md). --config sets the initial faults.";
+POST /__fault/config (see tools/fault-proxy/README.md). --config sets the initial faults;
+--verbose logs one line per connection on stderr.";
 
 struct Args {
     listen: String,
     upstream: String,
     config: Config,
+    verbose: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
     let mut listen = "127.0.0.1:0".to_string();
     let mut upstream = None;
     let mut config = Config::default();
+    let mut verbose = false;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -38,6 +41,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         };
         match name.as_str() {
             "-h" | "--help" => return Ok(None),
+            "-v" | "--verbose" => verbose = true,
             "--listen" => listen = value()?,
             "--upstream" => upstream = Some(value()?),
             "--config" => {
@@ -52,6 +56,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         listen,
         upstream,
         config,
+        verbose,
     }))
 }
 
@@ -69,7 +74,7 @@ async fn main() -> ExitCode {
         }
     };
     let proxy = match Proxy::bind(&args.listen, &args.upstream, args.config).await {
-        Ok(p) => p,
+        Ok(p) => p.verbose(args.verbose),
         Err(e) => {
             eprintln!(
                 "holdfast-fault-proxy: cannot listen on {} for upstream {}: {e}",

@@ -498,3 +498,26 @@ async fn connection_faults_with_a_paths_filter_spare_other_paths() {
         "{s}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn respond_status_answers_matching_requests_with_a_typed_error_and_retry_after() {
+    let up = Upstream::start().await;
+    let proxy = Proxy::start(up.addr);
+    proxy
+        .set(r#"{"respondStatus":429,"retryAfterSecs":2,"paths":["/feed","/ws"]}"#)
+        .await;
+    let res = http(proxy.addr, &get("/feed?topic=a"))
+        .await
+        .expect("an answer");
+    assert_eq!(res.status, 429);
+    assert!(res.has_header("Retry-After: 2"), "{}", res.head);
+    let body: serde_json::Value = serde_json::from_slice(&res.body).expect("JSON");
+    assert_eq!(body["error"], "rate_limited");
+    match tokio_tungstenite::connect_async(proxy.ws_url("/ws")).await {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 429),
+        other => panic!("expected a 429, got {other:?}"),
+    }
+    assert_eq!(http(proxy.addr, &get("/hello")).await.unwrap().status, 200);
+    assert_eq!(up.heads().len(), 1, "only /hello reached the upstream");
+    assert_eq!(proxy.stats().await["statusesInjected"], 2);
+}

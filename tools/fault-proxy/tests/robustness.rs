@@ -170,3 +170,55 @@ async fn sigterm_cuts_open_connections_and_exits_with_success() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbose_mode_logs_one_line_per_connection_on_stderr() {
+    use std::io::Read;
+    let up = Upstream::start().await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast-fault-proxy"))
+        .args(["--upstream", &up.addr.to_string(), "--verbose"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .trim_start_matches("fault-proxy listening on http://")
+        .parse()
+        .unwrap();
+    assert_eq!(http(addr, &get("/hello")).await.unwrap().status, 200);
+    control(
+        addr,
+        "POST",
+        "/__fault/config",
+        Some(r#"{"refuseUpgrade":404}"#),
+    )
+    .await;
+    assert!(tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .is_err());
+    // Both connections are over once the answers were read; give the log lines a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let _ = child.wait();
+    assert!(stderr.contains("#1 GET /hello -> 200 []"), "{stderr}");
+    assert!(
+        stderr.contains("#2 GET /ws -> 404 [refuseUpgrade]"),
+        "{stderr}"
+    );
+}
