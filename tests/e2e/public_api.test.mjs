@@ -86,7 +86,7 @@ test('close() stops all traffic: no request, frame or message afterwards', async
   const topic = 'close-stops-traffic';
   const { page, problems } = await pageWithClient(topic, {
     transports: ['polling'],
-    heartbeat: { intervalMs: 200, timeoutMs: 200, maxMissed: 3 },
+    heartbeat: { intervalMs: 1000, timeoutMs: 1000, maxMissed: 3 },
   });
   await page.evaluate(() => window.client.close());
   assert.equal(await page.evaluate(() => window.client.snapshot().status), 'closed');
@@ -94,7 +94,8 @@ test('close() stops all traffic: no request, frame or message afterwards', async
   page.on('request', () => requestsAfterClose++);
   page.on('websocket', () => requestsAfterClose++);
   await publishNumbered(topic, 10);
-  await page.waitForTimeout(1500);
+  // Long enough for two heartbeat intervals and a poll round: any leftover timer would fire.
+  await page.waitForTimeout(2500);
   assert.equal(requestsAfterClose, 0, 'no request or socket after close()');
   assert.equal(await page.evaluate(() => window.received.length), 0, 'no message after close()');
   assert.deepEqual(problems, []);
