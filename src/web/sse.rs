@@ -79,8 +79,8 @@ impl SseConn {
             let mut events: Vec<SseEvent> = Vec::new();
             loop {
                 let chunk = JsFuture::from(reader.read()).await;
+                // After a drop the abort already errored the stream; nothing to cancel.
                 if !alive.get() {
-                    let _ = reader.cancel();
                     return;
                 }
                 let chunk = match chunk {
