@@ -24,6 +24,8 @@ use tokio::time::{sleep_until, timeout, Instant};
 /// How long a connection may take to show whether it is a control request while
 /// `refuseConnections` is on.
 const CLASSIFY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a connection may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the watchdog re-reads the config, so faults switched on mid-test apply to open
 /// connections.
@@ -101,11 +103,14 @@ pub(crate) async fn handle(shared: Arc<Shared>, mut client: TcpStream) {
             return;
         }
     }
-    let (head, head_len) = match http::read_request_head(&mut client, &mut buf).await {
-        Ok(parsed) => parsed,
+    let head = timeout(HEAD_TIMEOUT, http::read_request_head(&mut client, &mut buf)).await;
+    let (head, head_len) = match head {
+        // Like nginx's client_header_timeout: an idle socket is not kept forever.
+        Err(_) => return,
+        Ok(Ok(parsed)) => parsed,
         // A preconnect that never sent a request: nothing to count or answer.
-        Err(HeadError::Closed) | Err(HeadError::Io(_)) => return,
-        Err(e) => {
+        Ok(Err(HeadError::Closed)) | Ok(Err(HeadError::Io(_))) => return,
+        Ok(Err(e)) => {
             inc(&shared.stats.accepted);
             inc(&shared.stats.bad_requests);
             let (code, error) = match e {
@@ -127,6 +132,13 @@ pub(crate) async fn handle(shared: Arc<Shared>, mut client: TcpStream) {
     let rest = buf.split_off(head_len);
     if head.path().starts_with("/__fault/") {
         crate::control::handle(&shared, client, head, rest).await;
+        return;
+    }
+    // A socket opened (say, preconnected) before the refusal began whose request arrives
+    // during it is refused too.
+    if shared.config().refuses_connections() {
+        inc(&shared.stats.accepted);
+        inc(&shared.stats.refused);
         return;
     }
 

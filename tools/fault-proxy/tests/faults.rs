@@ -407,6 +407,19 @@ async fn refuse_connections_closes_new_connections_until_switched_off() {
         "nothing refused reached the upstream"
     );
 
+    // A socket opened before the refusal whose request comes during it is refused too.
+    proxy.set("{}").await;
+    let mut early = TcpStream::connect(proxy.addr).await.unwrap();
+    proxy.set(r#"{"refuseConnections":true}"#).await;
+    early.write_all(&get("/hello")).await.unwrap();
+    assert!(
+        read_at_least(&mut early, usize::MAX).await.is_empty(),
+        "no response"
+    );
+    proxy
+        .wait_stats("the early socket refused", |s| s["refused"] == 4)
+        .await;
+
     proxy.set(r#"{"refuseConnections":false}"#).await;
     assert_eq!(
         http(proxy.addr, &get("/hello"))
