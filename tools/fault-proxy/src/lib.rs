@@ -8,8 +8,8 @@
 //! - Requests whose path starts with `/__fault/` are the control API (see `control`) and are
 //!   never forwarded or faulted.
 //! - Faults come from the active [`Config`], which a test may replace at any time. Faults
-//!   decided per request (`refuseUpgrade`, `silenceAfterUpgrade`, `stripUpgrade`,
-//!   `bufferBytes`) use the config current when the request (or response head) arrives;
+//!   decided per request (`respondStatus`, `refuseUpgrade`, `silenceAfterUpgrade`,
+//!   `stripUpgrade`, `bufferBytes`) use the config current when the request (or response head) arrives;
 //!   `latencyMs`, `idleCutMs` and `cutEveryMs` are re-read while connections are open, so
 //!   switching them on affects connections that are already open.
 //! - Bad input from either side ends that connection with an error response where one can
