@@ -84,7 +84,9 @@ impl Delivery {
     }
 
     /// A server reset. Returns `false` when it repeats the previous one (no new gap).
-    pub fn reset(&mut self, oldest: Option<&str>) -> bool {
+    /// Without `oldest` only new events follow (`unknown_cursor`): the cursor becomes the
+    /// connection's hello cursor, so the next reconnect does not send the unknown one again.
+    pub fn reset(&mut self, oldest: Option<&str>, hello_cursor: Option<&str>) -> bool {
         let key = (self.cursor.clone(), oldest.map(String::from));
         if self.last_reset.as_ref() == Some(&key) {
             return false;
@@ -93,6 +95,11 @@ impl Delivery {
         self.baseline = None;
         self.window.clear();
         self.seen.clear();
+        if oldest.is_none() {
+            self.cursor = hello_cursor.map(String::from);
+            self.baseline = hello_cursor.and_then(order_key);
+            self.last_reset = Some((self.cursor.clone(), None));
+        }
         true
     }
 }
@@ -138,10 +145,24 @@ mod tests {
     fn a_reset_accepts_lower_ids_and_reports_once() {
         let mut d = Delivery::new(4);
         d.accept(Some("50"));
-        assert!(d.reset(Some("1")));
-        assert!(!d.reset(Some("1")));
+        assert!(d.reset(Some("1"), None));
+        assert!(!d.reset(Some("1"), None));
         assert!(d.accept(Some("1")));
         assert_eq!(d.cursor(), Some("1"));
+    }
+
+    #[test]
+    fn an_unknown_cursor_reset_resumes_from_the_hello_cursor() {
+        let mut d = Delivery::new(4);
+        d.accept(Some("900-0"));
+        assert!(d.reset(None, Some("100-5")));
+        assert_eq!(d.cursor(), Some("100-5"));
+        assert!(
+            !d.reset(None, Some("100-5")),
+            "the same reset again is no new gap"
+        );
+        assert!(!d.accept(Some("100-5")));
+        assert!(d.accept(Some("100-6")));
     }
 
     #[test]

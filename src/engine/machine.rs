@@ -148,6 +148,8 @@ pub struct Engine<D> {
     idle_deaths: Vec<u64>,
 
     delivery: Delivery,
+    /// The newest id the current session's server named in its hello.
+    session_hello: Option<String>,
 
     outbox: VecDeque<Pending<D>>,
     post_retry_at: Option<Millis>,
@@ -223,6 +225,7 @@ impl<D: Clone> Engine<D> {
             server_heartbeat: None,
             idle_deaths: Vec::new(),
             delivery: Delivery::new(options.dedup_window),
+            session_hello: None,
             outbox: VecDeque::new(),
             post_retry_at: None,
             post_attempt: 0,
@@ -560,9 +563,11 @@ impl<D: Clone> Engine<D> {
                 cursor,
                 heartbeat_ms,
             } => {
-                if let Some(c) = cursor {
-                    self.delivery.adopt(&c);
-                }
+                // An empty topic has no newest id: `0` asks for everything from the start,
+                // so events published before the next reconnect are not skipped.
+                let c = cursor.unwrap_or_else(|| String::from("0"));
+                self.delivery.adopt(&c);
+                self.session_hello = Some(c);
                 if let Some(h) = heartbeat_ms {
                     if h > 0 {
                         self.server_heartbeat = Some(h);
@@ -572,7 +577,10 @@ impl<D: Clone> Engine<D> {
             Item::Heartbeat | Item::Pong => {}
             Item::Reset { reason, oldest } => {
                 let cursor = self.delivery.cursor().map(String::from);
-                if self.delivery.reset(oldest.as_deref()) {
+                if self
+                    .delivery
+                    .reset(oldest.as_deref(), self.session_hello.as_deref())
+                {
                     let mut m = String::from(
                         "the server no longer holds the events after the cursor: some were lost; reload your state",
                     );
@@ -1250,6 +1258,7 @@ impl<D: Clone> Engine<D> {
         let previous = self.session_rung.map(|r| self.ladder[r]);
         self.session_rung = Some(rung);
         self.session_conn = Some(id);
+        self.session_hello = None;
         self.next_poll_at = None;
         self.round_running = false;
         self.retry_at = None;
@@ -1843,11 +1852,21 @@ fn classify_close(code: u16, reason: &str) -> (ErrorCode, Action, String) {
             head("the server rejected the token: asking the token provider for a new one"),
         ),
         1008 => (
+            ErrorCode::ServerError,
+            Action::Retry,
+            head("the server refused the request as malformed (topic or since)"),
+        ),
+        1011 => (
+            ErrorCode::ServerError,
+            Action::Retry,
+            head("the server had an internal error (history store unavailable?)"),
+        ),
+        4403 => (
             ErrorCode::Forbidden,
             Action::Auth,
-            head("the server refused this client by policy (usually the token or topic)"),
+            head("the token is not allowed to read this topic"),
         ),
-        4429 => {
+        4429 | 1013 => {
             let wait = super::util::parse_u64(reason.trim())
                 .map(|s| s.saturating_mul(1000))
                 .unwrap_or(5_000);

@@ -46,4 +46,6 @@ pub use types::{
 #[cfg(test)]
 mod harness;
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;

@@ -1,0 +1,1074 @@
+//! Seeded simulation: thousands of random fault schedules against a model server, under
+//! virtual time, checking the delivery and retry invariants after every step.
+//!
+//! Each schedule draws a ladder, an id style, a history retention, token use, and a fault
+//! phase in which every rung switches between working, refusing, hanging, opening then
+//! staying silent, buffering, rejecting the token, rate limiting and idle cut-offs; the
+//! network also cuts sessions (cleanly or half-open), goes offline, and the machine sleeps.
+//! I/O latencies are random, so timer and I/O inputs reorder. After the faults stop, the
+//! client must recover and catch up.
+//!
+//! Invariants: nothing lost while the server holds it (a loss is only allowed behind a gap
+//! event), nothing repeated, order kept, never two conns delivering at once, no attempt
+//! before the announced retry time, and retry waits within the backoff rules.
+//!
+//! `HOLDFAST_SIM_SEED=<n>` replays one schedule (with a trace); `HOLDFAST_SIM_SCHEDULES=<n>`
+//! changes how many run (default 10,000).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+use super::util::Rng;
+use super::*;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum IdStyle {
+    Int,
+    Stream,
+    Opaque,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Ok,
+    /// Closed before open (WS) / network error (HTTP).
+    Refuse,
+    /// HTTP 404 (SSE/poll) or 426 (WS).
+    Status,
+    /// Never answers.
+    Hang,
+    /// Opens, then nothing (101 then silence / SSE buffered).
+    Silent,
+    /// 401 / close 4401.
+    Auth,
+    /// 429 with Retry-After / close 4429.
+    RateLimit,
+    /// Works, but dies after this much idle time.
+    IdleCut(u64),
+}
+
+#[derive(Debug)]
+struct SConn {
+    transport: Transport,
+    alive: bool,
+    /// Next log position to push (streaming rungs).
+    next: usize,
+    /// Streams push live events; a poll request holds until `hold_until`.
+    streaming: bool,
+    opened: bool,
+    hold_until: Option<Millis>,
+    /// Deliveries on one conn keep their order.
+    last_at: Millis,
+    last_traffic: Millis,
+    idle_cut: Option<u64>,
+    silent: bool,
+}
+
+#[derive(Debug)]
+enum Ev {
+    In(Input<u32>),
+    Publish,
+    Faults,
+    Cut,
+    Offline,
+    Online,
+    Sleep,
+    /// Server-side check of a held poll / idle cut-off.
+    Check(ConnId),
+    /// Server heartbeat on a quiet stream.
+    Beat(ConnId),
+}
+
+struct Sim {
+    seed: u64,
+    trace: bool,
+    rng: Rng,
+    e: Engine<u32>,
+    now: Millis,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(Millis, u64)>>,
+    evs: HashMap<u64, Ev>,
+    conns: HashMap<ConnId, SConn>,
+    modes: HashMap<Transport, Mode>,
+    broken_forever: Option<Transport>,
+    faults_until: Millis,
+    publish_until: Millis,
+    end: Millis,
+    offline: bool,
+    style: IdStyle,
+    retain: usize,
+    log: Vec<String>,
+    id_pos: HashMap<String, usize>,
+    published_started: bool,
+    // Checks.
+    delivered: Vec<usize>,
+    gap_pending: bool,
+    gaps: usize,
+    last_source: Option<ConnId>,
+    engine_closed: HashSet<ConnId>,
+    peer_closed: HashSet<ConnId>,
+    sent: Vec<String>,
+    received: Vec<String>,
+    received_set: HashSet<String>,
+    acked: Vec<String>,
+    last_retry: Option<Millis>,
+    opts: Options,
+    steps: u64,
+}
+
+fn latency(rng: &mut Rng) -> u64 {
+    match rng.below_incl(99) {
+        0..=79 => 1 + rng.below_incl(60),
+        80..=96 => 50 + rng.below_incl(700),
+        _ => 1_000 + rng.below_incl(5_000),
+    }
+}
+
+fn since_of(url: &str, param: &str) -> Option<String> {
+    let q = url.split_once('?')?.1;
+    for kv in q.split('&') {
+        if let Some((k, v)) = kv.split_once('=') {
+            if k == param {
+                return Some(v.to_string());
+            }
+        }
+    }
+    None
+}
+
+impl Sim {
+    fn new(seed: u64, trace: bool) -> Sim {
+        let mut rng = Rng::new(seed ^ 0x5EED_5EED);
+        let mut opts = Options::new("/realtime");
+        opts.transports = match rng.below_incl(9) {
+            0 => vec![Transport::Sse, Transport::Polling],
+            1 => vec![Transport::WebSocket, Transport::Polling],
+            2 => vec![Transport::Polling],
+            3 => vec![Transport::WebSocket],
+            4 => vec![Transport::Polling, Transport::Sse, Transport::WebSocket],
+            _ => vec![Transport::WebSocket, Transport::Sse, Transport::Polling],
+        };
+        opts.use_token = rng.below_incl(3) == 0;
+        opts.dedup_window = 64;
+        opts.outbox_capacity = 16;
+        if rng.below_incl(3) == 0 {
+            opts.polling.wait_ms = None;
+        }
+        let ladder = opts.transports.clone();
+        let style = match rng.below_incl(2) {
+            0 => IdStyle::Int,
+            1 => IdStyle::Stream,
+            _ => IdStyle::Opaque,
+        };
+        let retain = if rng.below_incl(2) == 0 { 15 } else { 100_000 };
+        let broken_forever = if ladder.len() > 1 && rng.below_incl(2) == 0 {
+            Some(ladder[rng.below_incl(ladder.len() as u64 - 2) as usize])
+        } else {
+            None
+        };
+        let faults_until = 60_000 + rng.below_incl(240_000);
+        let page = PageContext::new("https://app.example.com/");
+        let e = Engine::new(opts.clone(), page, seed, 0).expect("valid options");
+        let mut s = Sim {
+            seed,
+            trace,
+            rng,
+            e,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            evs: HashMap::new(),
+            conns: HashMap::new(),
+            modes: HashMap::new(),
+            broken_forever,
+            faults_until,
+            publish_until: faults_until + 60_000,
+            end: faults_until + 360_000,
+            offline: false,
+            style,
+            retain,
+            log: Vec::new(),
+            id_pos: HashMap::new(),
+            published_started: false,
+            delivered: Vec::new(),
+            gap_pending: false,
+            gaps: 0,
+            last_source: None,
+            engine_closed: HashSet::new(),
+            peer_closed: HashSet::new(),
+            sent: Vec::new(),
+            received: Vec::new(),
+            received_set: HashSet::new(),
+            acked: Vec::new(),
+            last_retry: None,
+            opts,
+            steps: 0,
+        };
+        s.reroll_faults();
+        s.at(0, Ev::Faults);
+        let (a, b, c) = (
+            s.rng.below_incl(20_000),
+            s.rng.below_incl(60_000),
+            s.rng.below_incl(100_000),
+        );
+        s.at(1_000 + a, Ev::Cut);
+        s.at(5_000 + b, Ev::Offline);
+        s.at(10_000 + c, Ev::Sleep);
+        s
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "simulation seed {} failed at t={} ms: {}\nreplay: HOLDFAST_SIM_SEED={} cargo test -p holdfast simulation -- --nocapture",
+            self.seed, self.now, what, self.seed
+        );
+    }
+
+    fn at(&mut self, t: Millis, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((t, self.seq)));
+        self.evs.insert(self.seq, ev);
+    }
+
+    fn to_engine(&mut self, delay: u64, i: Input<u32>) {
+        let t = self.now + delay;
+        self.at(t, Ev::In(i));
+    }
+
+    /// Sends `i` on conn `c` keeping per-conn order.
+    fn on_conn(&mut self, c: ConnId, i: Input<u32>) {
+        let lat = latency(&mut self.rng);
+        let Some(sc) = self.conns.get_mut(&c) else {
+            return;
+        };
+        let t = (self.now + lat).max(sc.last_at);
+        sc.last_at = t;
+        sc.last_traffic = self.now;
+        self.at(t, Ev::In(i));
+    }
+
+    fn in_faults(&self) -> bool {
+        self.now < self.faults_until
+    }
+
+    fn mode(&self, t: Transport) -> Mode {
+        if self.broken_forever == Some(t) {
+            return match t {
+                Transport::WebSocket => Mode::Silent,
+                Transport::Sse => Mode::Silent,
+                Transport::Polling => Mode::Ok,
+            };
+        }
+        if !self.in_faults() {
+            return Mode::Ok;
+        }
+        *self.modes.get(&t).unwrap_or(&Mode::Ok)
+    }
+
+    fn reroll_faults(&mut self) {
+        for t in [Transport::WebSocket, Transport::Sse, Transport::Polling] {
+            let m = match self.rng.below_incl(15) {
+                0 => Mode::Refuse,
+                1 => Mode::Status,
+                2 => Mode::Hang,
+                3 => Mode::Silent,
+                4 => Mode::Auth,
+                5 => Mode::RateLimit,
+                6 => Mode::IdleCut(8_000 + self.rng.below_incl(1) * 12_000),
+                _ => Mode::Ok,
+            };
+            self.modes.insert(t, m);
+        }
+    }
+
+    fn id(&self, n: usize) -> String {
+        match self.style {
+            IdStyle::Int => (n + 1).to_string(),
+            IdStyle::Stream => format!("{}-{}", 1_700_000 + n / 3, n % 3),
+            IdStyle::Opaque => format!(
+                "e{:x}",
+                (n as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20
+            ),
+        }
+    }
+
+    fn oldest(&self) -> usize {
+        self.log.len().saturating_sub(self.retain)
+    }
+
+    fn event_item(&self, p: usize) -> Item<u32> {
+        Item::Event {
+            id: Some(self.log[p].clone()),
+            kind: "t".into(),
+            data: p as u32,
+        }
+    }
+
+    /// Where a subscription with `since` starts, and whether the server must reset.
+    fn start_of(&self, since: Option<&str>) -> (usize, bool) {
+        match since {
+            None => (self.log.len(), false),
+            // `since=0`: the whole retained history, a reset only if some of it is gone.
+            Some("0") => (self.oldest(), self.oldest() > 0),
+            Some(s) => match self.id_pos.get(s) {
+                Some(&p) if p + 1 >= self.oldest() => (p + 1, false),
+                Some(_) => (self.oldest(), true),
+                None => (self.log.len(), false),
+            },
+        }
+    }
+
+    fn hello(&self) -> Item<u32> {
+        Item::Hello {
+            cursor: self.log.last().cloned(),
+            heartbeat_ms: Some(25_000),
+        }
+    }
+
+    fn open(&mut self, c: ConnId, t: Transport, url: &str) {
+        let since = since_of(url, &self.opts.interop.since_param);
+        let wait = since_of(url, "wait")
+            .and_then(|w| w.parse::<u64>().ok())
+            .unwrap_or(0);
+        let mode = if self.offline {
+            Mode::Refuse
+        } else {
+            self.mode(t)
+        };
+        self.conns.insert(
+            c,
+            SConn {
+                transport: t,
+                alive: true,
+                next: self.log.len(),
+                streaming: false,
+                opened: false,
+                hold_until: None,
+                last_at: self.now,
+                last_traffic: self.now,
+                idle_cut: None,
+                silent: false,
+            },
+        );
+        match mode {
+            Mode::Refuse => {
+                self.on_conn(
+                    c,
+                    Input::Closed {
+                        conn: c,
+                        code: None,
+                        reason: String::new(),
+                    },
+                );
+                self.kill(c);
+            }
+            Mode::Status => {
+                let status = if t == Transport::WebSocket { 426 } else { 404 };
+                self.on_conn(
+                    c,
+                    Input::HttpStatus {
+                        conn: c,
+                        status,
+                        retry_after_ms: None,
+                        error_code: None,
+                    },
+                );
+                self.kill(c);
+            }
+            Mode::Hang => {
+                if let Some(sc) = self.conns.get_mut(&c) {
+                    sc.silent = true;
+                }
+            }
+            Mode::Auth => {
+                if t == Transport::WebSocket {
+                    self.on_conn(c, Input::Opened { conn: c });
+                    self.on_conn(
+                        c,
+                        Input::Closed {
+                            conn: c,
+                            code: Some(4401),
+                            reason: "token".into(),
+                        },
+                    );
+                } else {
+                    self.on_conn(
+                        c,
+                        Input::HttpStatus {
+                            conn: c,
+                            status: 401,
+                            retry_after_ms: None,
+                            error_code: Some("token_invalid".into()),
+                        },
+                    );
+                }
+                self.kill(c);
+            }
+            Mode::RateLimit => {
+                let secs = 1 + self.rng.below_incl(4);
+                if t == Transport::WebSocket {
+                    self.on_conn(c, Input::Opened { conn: c });
+                    self.on_conn(
+                        c,
+                        Input::Closed {
+                            conn: c,
+                            code: Some(4429),
+                            reason: secs.to_string(),
+                        },
+                    );
+                } else {
+                    self.on_conn(
+                        c,
+                        Input::HttpStatus {
+                            conn: c,
+                            status: 429,
+                            retry_after_ms: Some(secs * 1000),
+                            error_code: None,
+                        },
+                    );
+                }
+                self.kill(c);
+            }
+            Mode::Silent => {
+                self.on_conn(c, Input::Opened { conn: c });
+                if let Some(sc) = self.conns.get_mut(&c) {
+                    sc.silent = true;
+                    sc.opened = true;
+                }
+            }
+            Mode::Ok | Mode::IdleCut(_) => {
+                if let Mode::IdleCut(ms) = mode {
+                    if let Some(sc) = self.conns.get_mut(&c) {
+                        sc.idle_cut = Some(ms);
+                    }
+                    self.at(self.now + ms, Ev::Check(c));
+                }
+                let (start, reset) = self.start_of(since.as_deref());
+                self.on_conn(c, Input::Opened { conn: c });
+                if let Some(sc) = self.conns.get_mut(&c) {
+                    sc.opened = true;
+                    sc.next = start;
+                }
+                let mut first: Vec<Item<u32>> = Vec::new();
+                if t != Transport::Polling {
+                    if t == Transport::Sse {
+                        self.on_conn(c, Input::Activity { conn: c, bytes: 5 });
+                    }
+                    first.push(self.hello());
+                }
+                if reset {
+                    let oldest = self.oldest();
+                    first.push(Item::Reset {
+                        reason: "trimmed".into(),
+                        oldest: Some(self.log[oldest].clone()),
+                    });
+                }
+                if t == Transport::Polling {
+                    if start < self.log.len() || reset || wait == 0 {
+                        self.respond_poll(c, first);
+                    } else {
+                        if let Some(sc) = self.conns.get_mut(&c) {
+                            sc.hold_until = Some(self.now + wait);
+                        }
+                        self.at(self.now + wait, Ev::Check(c));
+                    }
+                } else {
+                    self.on_conn(
+                        c,
+                        Input::Items {
+                            conn: c,
+                            items: first,
+                        },
+                    );
+                    if let Some(sc) = self.conns.get_mut(&c) {
+                        sc.streaming = true;
+                    }
+                    self.at(self.now + 25_000, Ev::Beat(c));
+                    self.push_backlog(c);
+                }
+            }
+        }
+    }
+
+    fn respond_poll(&mut self, c: ConnId, mut items: Vec<Item<u32>>) {
+        let Some(sc) = self.conns.get(&c) else { return };
+        let start = sc.next;
+        for p in start..self.log.len() {
+            items.push(self.event_item(p));
+        }
+        // Like the reference server, the cursor is never null ("0" for an empty topic).
+        let last = self.log.last().cloned().unwrap_or_else(|| "0".into());
+        items.push(Item::Hello {
+            cursor: Some(last),
+            heartbeat_ms: None,
+        });
+        self.on_conn(c, Input::Items { conn: c, items });
+        self.on_conn(
+            c,
+            Input::Closed {
+                conn: c,
+                code: None,
+                reason: String::new(),
+            },
+        );
+        self.kill(c);
+    }
+
+    fn push_backlog(&mut self, c: ConnId) {
+        let Some(sc) = self.conns.get(&c) else { return };
+        if !sc.alive || !sc.streaming || sc.silent {
+            return;
+        }
+        let (start, end) = (sc.next, self.log.len());
+        if start >= end {
+            return;
+        }
+        let t = sc.transport;
+        let mut p = start;
+        while p < end {
+            // WebSocket frames batch up to 16 events; SSE sends one per event.
+            let n = if t == Transport::WebSocket {
+                (end - p).min(1 + self.rng.below_incl(15) as usize)
+            } else {
+                1
+            };
+            let items: Vec<Item<u32>> = (p..p + n).map(|q| self.event_item(q)).collect();
+            self.on_conn(c, Input::Items { conn: c, items });
+            p += n;
+        }
+        if let Some(sc) = self.conns.get_mut(&c) {
+            sc.next = end;
+        }
+    }
+
+    fn kill(&mut self, c: ConnId) {
+        if let Some(sc) = self.conns.get_mut(&c) {
+            sc.alive = false;
+        }
+    }
+
+    /// The server or network ends conn `c`; `notify`: the client hears about it.
+    fn cut(&mut self, c: ConnId, notify: bool, code: Option<u16>) {
+        let alive = self.conns.get(&c).map_or(false, |s| s.alive);
+        if !alive {
+            return;
+        }
+        if notify {
+            self.on_conn(
+                c,
+                Input::Closed {
+                    conn: c,
+                    code,
+                    reason: String::new(),
+                },
+            );
+        }
+        self.kill(c);
+    }
+
+    fn publish(&mut self) {
+        let n = self.log.len();
+        let id = self.id(n);
+        self.id_pos.insert(id.clone(), n);
+        self.log.push(id);
+        let ids: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, s)| s.alive)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in ids {
+            let (poll_held, t) = {
+                let s = &self.conns[&c];
+                (s.hold_until.is_some(), s.transport)
+            };
+            if t == Transport::Polling {
+                if poll_held {
+                    if let Some(s) = self.conns.get_mut(&c) {
+                        s.hold_until = None;
+                    }
+                    self.respond_poll(c, Vec::new());
+                }
+            } else {
+                self.push_backlog(c);
+            }
+        }
+    }
+
+    fn exec(&mut self, cmd: Command<u32>) {
+        match cmd {
+            Command::Open {
+                conn,
+                transport,
+                url,
+                ..
+            } => {
+                if url.contains("token=") && !self.opts.use_token {
+                    self.fail("token in url without use_token");
+                }
+                self.open(conn, transport, &url)
+            }
+            Command::CloseConn { conn, .. } => {
+                self.engine_closed.insert(conn);
+                self.kill(conn);
+            }
+            Command::SendPing { conn, .. } => {
+                let ok = self
+                    .conns
+                    .get(&conn)
+                    .map_or(false, |s| s.alive && !s.silent);
+                if ok && !self.offline {
+                    if let Some(s) = self.conns.get_mut(&conn) {
+                        s.last_traffic = self.now;
+                    }
+                    self.on_conn(
+                        conn,
+                        Input::Items {
+                            conn,
+                            items: vec![Item::Pong],
+                        },
+                    );
+                }
+            }
+            Command::SendUpstream { conn, msg_id, .. } => {
+                let ok = self
+                    .conns
+                    .get(&conn)
+                    .map_or(false, |s| s.alive && !s.silent);
+                if ok && !self.offline {
+                    self.receive(&msg_id.0);
+                    self.on_conn(
+                        conn,
+                        Input::Items {
+                            conn,
+                            items: vec![Item::Ack {
+                                id: msg_id.0.clone(),
+                            }],
+                        },
+                    );
+                }
+            }
+            Command::Post { msg_id, .. } => {
+                let lat = latency(&mut self.rng);
+                let fail = self.offline || (self.in_faults() && self.rng.below_incl(4) == 0);
+                if fail {
+                    let status = if self.rng.below_incl(1) == 0 {
+                        None
+                    } else {
+                        Some(503)
+                    };
+                    self.to_engine(
+                        lat,
+                        Input::SendResult {
+                            msg_id,
+                            result: Err(HttpFailure {
+                                status,
+                                retry_after_ms: Some(1_000),
+                                error_code: None,
+                            }),
+                        },
+                    );
+                } else {
+                    self.receive(&msg_id.0);
+                    self.to_engine(
+                        lat,
+                        Input::SendResult {
+                            msg_id,
+                            result: Ok(()),
+                        },
+                    );
+                }
+            }
+            Command::RequestToken => {
+                let lat = latency(&mut self.rng);
+                self.to_engine(lat, Input::Token(Ok("tok".into())));
+            }
+            Command::Remember { .. } | Command::Forget { .. } => {}
+        }
+    }
+
+    fn receive(&mut self, id: &str) {
+        if self.received_set.insert(id.to_string()) {
+            self.received.push(id.to_string());
+        }
+    }
+
+    fn check_event(&mut self, ev: &AppEvent<u32>, source: Option<ConnId>) {
+        match ev {
+            AppEvent::Message { id, data, .. } => {
+                let p = *data as usize;
+                if id.as_deref() != Some(self.log[p].as_str()) {
+                    self.fail("message id does not match its payload");
+                }
+                let src = source.unwrap_or_else(|| self.fail("a message without a conn input"));
+                if let Some(last) = self.last_source {
+                    if last != src
+                        && !self.engine_closed.contains(&last)
+                        && !self.peer_closed.contains(&last)
+                    {
+                        self.fail(&format!(
+                            "two conns delivering: {last:?} still open while {src:?} delivers"
+                        ));
+                    }
+                }
+                self.last_source = Some(src);
+                match self.delivered.last() {
+                    Some(&q) if p <= q => self.fail(&format!("repeat or reorder: {p} after {q}")),
+                    Some(&q) if p != q + 1 && !self.gap_pending => {
+                        self.fail(&format!("lost events: {p} after {q} without a gap"))
+                    }
+                    None if p != 0 && !self.gap_pending => {
+                        self.fail(&format!("first delivered is {p}, not 0"))
+                    }
+                    _ => {}
+                }
+                self.gap_pending = false;
+                self.delivered.push(p);
+            }
+            AppEvent::Gap { .. } => {
+                if self.retain > 1_000 {
+                    self.fail("a gap although the server holds everything");
+                }
+                self.gaps += 1;
+                self.gap_pending = true;
+            }
+            AppEvent::Acked { msg_id } => {
+                if self.acked.contains(&msg_id.0) {
+                    self.fail("acked twice");
+                }
+                self.acked.push(msg_id.0.clone());
+            }
+            AppEvent::SendFailed { .. } => {
+                self.fail("a message failed although the client stays open")
+            }
+            AppEvent::Error(_) | AppEvent::StateChanged => {}
+        }
+    }
+
+    fn step(&mut self, input: Input<u32>) {
+        self.steps += 1;
+        let source = match &input {
+            Input::Items { conn, .. } => Some(*conn),
+            Input::Closed { conn, .. } => {
+                self.peer_closed.insert(*conn);
+                None
+            }
+            _ => None,
+        };
+        let is_online = matches!(input, Input::Online);
+        let before = self.e.snapshot().clone();
+        if self.trace {
+            println!("{:>7} -> {:?}", self.now, input);
+        }
+        self.e.handle(input, self.now);
+        let mut opened = false;
+        while let Some(out) = self.e.poll_output() {
+            if self.trace {
+                println!("{:>7} <- {:?}", self.now, out);
+            }
+            match out {
+                Output::Command(c) => {
+                    if matches!(c, Command::Open { .. }) {
+                        opened = true;
+                    }
+                    self.exec(c)
+                }
+                Output::Event(ev) => self.check_event(&ev, source),
+            }
+        }
+        // No attempt before the announced retry time (unless the network just came back).
+        if let Some(t) = before.next_retry_at {
+            if opened && self.now < t && !is_online && before.status != Status::Connected {
+                self.fail(&format!(
+                    "an attempt at {} before the retry time {t}",
+                    self.now
+                ));
+            }
+        }
+        let s = self.e.snapshot().clone();
+        if let Some(t) = s.next_retry_at {
+            if Some(t) != self.last_retry {
+                let n = s.attempt.saturating_sub(1);
+                let b = &self.opts.backoff;
+                let lb = if n == 0 {
+                    0
+                } else {
+                    let cap = ((b.initial_ms as f64) * b.factor.powi(n as i32)).min(b.max_ms as f64)
+                        as u64;
+                    cap / 2
+                };
+                if t < self.now + lb {
+                    self.fail(&format!("retry after {} ms is faster than the backoff allows ({lb} ms at attempt {})", t - self.now, s.attempt));
+                }
+            }
+        }
+        self.last_retry = s.next_retry_at;
+        // Events are expected from the first cursor the client holds (a hello or poll
+        // cursor, adopted): without one, "only new events" is all a server promises.
+        if s.cursor.is_some() && !self.published_started {
+            self.published_started = true;
+            let t = self.now + 100;
+            self.at(t, Ev::Publish);
+        }
+    }
+
+    fn run(&mut self) {
+        self.step(Input::Start);
+        let mut sends_left = 12;
+        for _ in 0..2_000_000 {
+            let next_q = self.queue.peek().map(|Reverse((t, _))| *t);
+            let next_t = self.e.poll_timeout();
+            let (t, timer) = match (next_q, next_t) {
+                (None, None) => break,
+                (Some(q), None) => (q, false),
+                (None, Some(tt)) => (tt, true),
+                // Equal times go either way: timers and I/O reorder.
+                (Some(q), Some(tt)) => {
+                    if tt < q || (tt == q && self.rng.below_incl(1) == 0) {
+                        (tt, true)
+                    } else {
+                        (q, false)
+                    }
+                }
+            };
+            if t > self.end {
+                break;
+            }
+            self.now = self.now.max(t);
+            if timer {
+                // Timers sometimes fire a little late, as browsers do.
+                self.now += self.rng.below_incl(3) * self.rng.below_incl(40);
+                self.step(Input::Timeout);
+                continue;
+            }
+            let Reverse((_, seq)) = self.queue.pop().expect("peeked");
+            let ev = self.evs.remove(&seq).expect("event stored");
+            match ev {
+                Ev::In(i) => {
+                    if self.offline && !matches!(i, Input::Token(_) | Input::SendResult { .. }) {
+                        continue; // the network is down: nothing arrives
+                    }
+                    self.step(i)
+                }
+                Ev::Publish => {
+                    if self.now < self.publish_until {
+                        self.publish();
+                        let d = 50 + self.rng.below_incl(3_000);
+                        self.at(self.now + d, Ev::Publish);
+                        if sends_left > 0 && self.rng.below_incl(3) == 0 {
+                            sends_left -= 1;
+                            if let Ok(id) = self.e.send(0, self.now) {
+                                self.sent.push(id.0);
+                            }
+                            self.step(Input::Hidden); // drains the send's outputs
+                            self.step(Input::Visible);
+                        }
+                    }
+                }
+                Ev::Faults => {
+                    if self.in_faults() {
+                        self.reroll_faults();
+                        let d = 10_000 + self.rng.below_incl(40_000);
+                        self.at(self.now + d, Ev::Faults);
+                    }
+                }
+                Ev::Cut => {
+                    if self.in_faults() {
+                        let alive: Vec<ConnId> = self
+                            .conns
+                            .iter()
+                            .filter(|(_, s)| s.alive && s.opened)
+                            .map(|(c, _)| *c)
+                            .collect();
+                        if !alive.is_empty() {
+                            let c = alive[self.rng.below_incl(alive.len() as u64 - 1) as usize];
+                            match self.rng.below_incl(3) {
+                                0 => self.cut(c, false, None), // half-open: silence
+                                1 => self.cut(c, true, Some(1001)),
+                                _ => self.cut(c, true, None),
+                            }
+                        }
+                        let d = 2_000 + self.rng.below_incl(30_000);
+                        self.at(self.now + d, Ev::Cut);
+                    }
+                }
+                Ev::Offline => {
+                    if self.in_faults() && !self.offline {
+                        self.offline = true;
+                        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+                        for c in ids {
+                            self.kill(c);
+                        }
+                        self.step(Input::Offline);
+                        let d = 1_000 + self.rng.below_incl(60_000);
+                        self.at(self.now + d, Ev::Online);
+                    }
+                }
+                Ev::Online => {
+                    self.offline = false;
+                    self.step(Input::Online);
+                    if self.in_faults() {
+                        let d = 20_000 + self.rng.below_incl(120_000);
+                        self.at(self.now + d, Ev::Offline);
+                    }
+                }
+                Ev::Sleep => {
+                    if self.in_faults() && !self.offline {
+                        // Everything dies silently while the machine sleeps; no timer fires.
+                        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+                        for c in ids {
+                            self.kill(c);
+                        }
+                        let d = 60_000 + self.rng.below_incl(300_000);
+                        self.now += d;
+                        // Pending I/O from before the sleep is gone.
+                        let stale: Vec<u64> = self
+                            .evs
+                            .iter()
+                            .filter(|(_, e)| {
+                                matches!(
+                                    e,
+                                    Ev::In(Input::Items { .. })
+                                        | Ev::In(Input::Opened { .. })
+                                        | Ev::In(Input::Activity { .. })
+                                )
+                            })
+                            .map(|(k, _)| *k)
+                            .collect();
+                        for k in stale {
+                            self.evs.remove(&k);
+                        }
+                        self.queue
+                            .retain(|Reverse((_, s))| self.evs.contains_key(s));
+                        self.faults_until += d;
+                        self.publish_until += d;
+                        self.end += d;
+                        self.step(Input::Timeout);
+                    }
+                }
+                Ev::Beat(c) => {
+                    let Some(s) = self.conns.get(&c) else {
+                        continue;
+                    };
+                    if !s.alive || s.silent || self.offline {
+                        continue;
+                    }
+                    if self.now >= s.last_traffic + 25_000 {
+                        let i = if s.transport == Transport::Sse {
+                            Input::Activity { conn: c, bytes: 13 }
+                        } else {
+                            Input::Items {
+                                conn: c,
+                                items: vec![Item::Heartbeat],
+                            }
+                        };
+                        self.on_conn(c, i);
+                    }
+                    let t = self.conns[&c].last_traffic + 25_000;
+                    self.at(t.max(self.now + 1), Ev::Beat(c));
+                }
+                Ev::Check(c) => {
+                    let Some(s) = self.conns.get(&c) else {
+                        continue;
+                    };
+                    if !s.alive {
+                        continue;
+                    }
+                    if let Some(h) = s.hold_until {
+                        if self.now >= h {
+                            if let Some(s) = self.conns.get_mut(&c) {
+                                s.hold_until = None;
+                            }
+                            self.respond_poll(c, Vec::new());
+                        }
+                    } else if let Some(cut) = s.idle_cut {
+                        let idle = self.now.saturating_sub(s.last_traffic);
+                        if idle >= cut {
+                            self.cut(c, true, Some(1006));
+                        } else {
+                            let t = s.last_traffic + cut;
+                            self.at(t, Ev::Check(c));
+                        }
+                    }
+                }
+            }
+        }
+        self.final_checks();
+    }
+
+    fn final_checks(&mut self) {
+        let s = self.e.snapshot().clone();
+        if s.status != Status::Connected {
+            self.fail(&format!("not connected after the faults stopped: {:?}", s));
+        }
+        if !self.log.is_empty() {
+            let last = self.log.len() - 1;
+            if self.delivered.last() != Some(&last) {
+                self.fail(&format!(
+                    "did not catch up: delivered up to {:?} of {last}",
+                    self.delivered.last()
+                ));
+            }
+        }
+        if s.outbox_len != 0 || self.acked.len() != self.sent.len() {
+            self.fail(&format!(
+                "outbox not drained: {} sent, {} acked",
+                self.sent.len(),
+                self.acked.len()
+            ));
+        }
+        if self.received != self.sent {
+            self.fail("the server received upstream messages out of order");
+        }
+    }
+}
+
+/// Runs one schedule; returns (steps, events delivered, gaps).
+fn run_one(seed: u64, trace: bool) -> (u64, usize, usize) {
+    let mut s = Sim::new(seed, trace);
+    s.run();
+    (s.steps, s.delivered.len(), s.gaps)
+}
+
+#[test]
+fn simulation_of_random_fault_schedules_keeps_every_invariant() {
+    if let Ok(seed) = std::env::var("HOLDFAST_SIM_SEED") {
+        let seed: u64 = seed.parse().expect("HOLDFAST_SIM_SEED is a number");
+        let r = run_one(seed, true);
+        println!("seed {seed}: {r:?}");
+        return;
+    }
+    let n: u64 = std::env::var("HOLDFAST_SIM_SCHEDULES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let threads = 2u64;
+    let handles: Vec<_> = (0..threads)
+        .map(|k| {
+            std::thread::spawn(move || {
+                let mut tot = (0u64, 0usize, 0usize);
+                let mut seed = k;
+                while seed < n {
+                    let r = run_one(seed, false);
+                    tot.0 += r.0;
+                    tot.1 += r.1;
+                    tot.2 += r.2;
+                    seed += threads;
+                }
+                tot
+            })
+        })
+        .collect();
+    let mut tot = (0u64, 0usize, 0usize);
+    for h in handles {
+        let r = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        tot.0 += r.0;
+        tot.1 += r.1;
+        tot.2 += r.2;
+    }
+    println!(
+        "simulation: {n} schedules, {} engine steps, {} events delivered, {} gaps",
+        tot.0, tot.1, tot.2
+    );
+    assert!(tot.1 > n as usize * 10, "the schedules deliver events");
+}
