@@ -626,7 +626,10 @@ impl<D: Clone> Engine<D> {
         let err_code = error.code();
         // An SSE parser cannot continue after an oversized event; a WebSocket or poll
         // frame is self-contained, so the stream goes on without it.
-        let fatal = t == Transport::Sse && err_code == ErrorCode::FrameTooLarge;
+        // A poll body is the whole batch: a bad one means the rung answers garbage (a proxy
+        // error page), so back off instead of asking again at once.
+        let fatal = (t == Transport::Sse && err_code == ErrorCode::FrameTooLarge)
+            || t == Transport::Polling;
         if established && !fatal {
             msg.push_str("; skipped it");
             self.emit_error(HoldfastError::new(err_code, msg).on(t));

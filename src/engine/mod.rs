@@ -46,6 +46,8 @@ pub use types::{
 #[cfg(test)]
 mod harness;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;
