@@ -60,6 +60,14 @@ pub fn build_server(ctx: &Ctx, release: bool) -> Result<PathBuf, String> {
     Ok(ctx.target_dir.join(profile).join("holdfast-server"))
 }
 
+/// Builds the fault-injecting proxy the reliability scenarios put between browser and server.
+pub fn build_fault_proxy(ctx: &Ctx) -> Result<PathBuf, String> {
+    run(Command::new("cargo")
+        .args(["build", "--quiet", "-p", "holdfast-fault-proxy", "--bins"])
+        .current_dir(&ctx.root))?;
+    Ok(ctx.target_dir.join("debug").join("holdfast-fault-proxy"))
+}
+
 /// A reference server started for a test suite; killed when dropped.
 pub struct RunningServer {
     child: Child,

@@ -124,10 +124,12 @@ fn browser_suite(ctx: &Ctx) -> Result<Counts, String> {
 fn e2e_suite(ctx: &Ctx) -> Result<Counts, String> {
     let report = crate::package::run(&ctx.root, &ctx.target_dir)?;
     let server_bin = procs::build_server(ctx, false)?;
+    let proxy_bin = procs::build_fault_proxy(ctx)?;
     let mut cmd = Command::new("node");
     cmd.args(["--test", "--test-reporter=tap", "--test-concurrency=1"])
         .arg(ctx.root.join("tests/e2e"))
         .env("HOLDFAST_SERVER_BIN", &server_bin)
+        .env("HOLDFAST_FAULT_PROXY_BIN", &proxy_bin)
         .env("HOLDFAST_PACKAGE_DIR", &report.package_dir)
         .env("HOLDFAST_ROOT", &ctx.root)
         .current_dir(&ctx.root);
