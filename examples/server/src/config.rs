@@ -96,6 +96,11 @@ pub struct Config {
     #[arg(long, default_value_t = 1 << 20)]
     pub max_frame_bytes: usize,
 
+    /// Most events packed into one WebSocket frame when a subscriber is behind (1 sends one
+    /// event per frame; the benchmarks use it to measure per-frame cost).
+    #[arg(long, default_value_t = 256)]
+    pub ws_batch_max: usize,
+
     /// Use `X-Forwarded-For` / `X-Real-IP` as the client address (only behind a trusted proxy).
     #[arg(long)]
     pub trust_proxy: bool,

@@ -435,7 +435,11 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
             return;
         }
         wake.borrow_and_update();
-        let batch = match app.hub.read_after(&sub.topic, cursor, READ_BATCH).await {
+        let batch = match app
+            .hub
+            .read_after(&sub.topic, cursor, app.cfg.ws_batch_max.clamp(1, READ_BATCH))
+            .await
+        {
             Ok(b) => b,
             Err(e) => {
                 let frame = json!({"type":"error","code":"unavailable","message": e.to_string()});
