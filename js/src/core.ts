@@ -29,6 +29,8 @@ export interface WasmApi {
 }
 
 /** Loads the wasm module: synchronously when it is inlined, otherwise once, lazily. */
+export { HoldfastError };
+
 export type Loader = () => WasmApi | Promise<WasmApi>;
 
 const TRANSPORTS: readonly TransportName[] = ['websocket', 'sse', 'polling'];
@@ -75,7 +77,7 @@ function checkNumbers(
 
 const KNOWN = [
   'url', 'transports', 'urls', 'params', 'since', 'token', 'heartbeat', 'backoff', 'polling',
-  'eventSource', 'maxFrameBytes', 'outboxLimit', 'remember', 'maxAttempts',
+  'timeouts', 'probe', 'eventSource', 'maxFrameBytes', 'outboxLimit', 'remember', 'maxAttempts',
 ];
 const DAY = 86_400_000;
 
@@ -123,8 +125,11 @@ export function normalizeOptions(options: ClientOptions): Record<string, unknown
     fail('token', 'must be a string or a function returning a token (or a promise of one)');
   out.token = o.token !== undefined;
   out.heartbeat = checkNumbers('heartbeat', o.heartbeat, {
-    intervalMs: [1000, DAY], timeoutMs: [100, DAY], maxMissed: [1, 1000, true],
+    intervalMs: [1000, DAY], timeoutMs: [100, DAY], maxMissed: [1, 1000, true], serverSilenceMs: [1000, DAY],
   });
+  const h = out.heartbeat as Record<string, number> | undefined;
+  if (h && (h.timeoutMs ?? 5000) >= (h.intervalMs ?? 30000))
+    fail('heartbeat.timeoutMs', `must be less than heartbeat.intervalMs (${h.intervalMs ?? 30000} ms)`);
   out.backoff = checkNumbers('backoff', o.backoff, {
     initialMs: [1, DAY], maxMs: [1, DAY], multiplier: [1, 100], jitter: [0, 1],
   });
@@ -137,10 +142,22 @@ export function normalizeOptions(options: ClientOptions): Record<string, unknown
     if (pauseWhenHidden !== undefined && typeof pauseWhenHidden !== 'boolean') fail('polling.pauseWhenHidden', 'must be a boolean');
     out.polling = { ...checkNumbers('polling', rest, { waitMs: [0, 120_000], intervalMs: [0, DAY] }), pauseWhenHidden };
   }
-  for (const k of ['eventSource', 'remember'] as const) {
-    if (o[k] !== undefined && typeof o[k] !== 'boolean') fail(k, 'must be true or false');
-    out[k] = o[k];
+  out.timeouts = checkNumbers('timeouts', o.timeouts, {
+    openMs: [0, DAY], raceMs: [0, DAY], firstFrameMs: [0, DAY], sseFirstBytesMs: [0, DAY],
+  });
+  // `false` turns the feature off; an object tunes it.
+  for (const [k, fields] of [
+    ['probe', { initialMs: [1000, DAY], maxMs: [1000, 30 * DAY] }],
+    ['remember', { ttlMs: [1, 365 * DAY] }],
+  ] as const) {
+    const v = o[k];
+    if (v === undefined || typeof v === 'boolean') out[k] = v;
+    else out[k] = checkNumbers(k, v, fields as unknown as Record<string, [number, number]>);
   }
+  const es = o.eventSource;
+  if (es !== undefined && typeof es !== 'boolean' && !(Array.isArray(es) && es.every((x) => typeof x === 'string')))
+    fail('eventSource', 'must be true, false, or the list of event types to listen for');
+  out.eventSource = es;
   out.maxFrameBytes = num('maxFrameBytes', o.maxFrameBytes, [64, 2 ** 30, true]);
   out.outboxLimit = num('outboxLimit', o.outboxLimit, [1, 1e6, true]);
   out.maxAttempts = num('maxAttempts', o.maxAttempts, [1, 1e9, true]);
@@ -149,8 +166,8 @@ export function normalizeOptions(options: ClientOptions): Record<string, unknown
 
 type Listener = (v: never) => void;
 
-let api: WasmApi | undefined;
-let loading: Promise<WasmApi> | undefined;
+/** Loaded modules by loader (one per build in practice; tests pass their own fakes). */
+const apis = new WeakMap<Loader, WasmApi | Promise<WasmApi>>();
 let nextId = 1;
 /** Live clients by wasm client id, so a panic reaches the client it happened in. */
 const live = new Map<number, (message: string) => void>();
@@ -162,20 +179,34 @@ function onPanic(id: number, message: string) {
 }
 
 function ready(load: Loader): WasmApi | Promise<WasmApi> {
-  if (api) return api;
-  const got = loading ?? load();
-  const done = (a: WasmApi) => {
-    if (!api) {
-      api = a;
+  let got = apis.get(load);
+  if (!got) {
+    const done = (a: WasmApi) => {
       a.set_panic_hook(onPanic);
-    }
-    return a;
-  };
-  if (got instanceof Promise) return (loading = got.then(done));
-  return done(got);
+      apis.set(load, a);
+      return a;
+    };
+    const r = load();
+    got =
+      r instanceof Promise
+        ? r.then(done, (e) => {
+            apis.delete(load); // a later client may try again
+            throw e;
+          })
+        : done(r);
+    apis.set(load, got);
+  }
+  return got;
 }
 
-const report = (e: unknown) => setTimeout(() => { throw e; });
+// A listener's exception is the app's bug: report it like an uncaught error (without
+// stopping the other listeners).
+const report = (e: unknown) =>
+  typeof reportError === 'function'
+    ? reportError(e)
+    : setTimeout(() => {
+        throw e;
+      });
 
 const toError = (e: unknown): HoldfastError =>
   e instanceof HoldfastError
@@ -274,7 +305,9 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
     }
   };
 
+  let wasmApi: WasmApi | undefined;
   const boot = (a: WasmApi) => {
+    wasmApi = a;
     if (closed) return;
     id = nextId++;
     const opts = snap.cursor ? { ...normalized, since: snap.cursor } : normalized;
@@ -305,7 +338,7 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
     if (panics > 3) {
       closed = true;
       setSnap(Object.freeze({ ...snap, status: 'closed', lastError: err }));
-    } else if (api) boot(api);
+    } else if (wasmApi) boot(wasmApi);
   }
 
   const loaded = ready(load);

@@ -70,20 +70,29 @@ export interface ClientOptions {
   since?: string | number;
   /** A token, or a (possibly async) function called on every (re)connect. */
   token?: string | (() => string | Promise<string>);
-  heartbeat?: { intervalMs?: number; timeoutMs?: number; maxMissed?: number };
+  /** Client pings (WebSocket) every `intervalMs` of silence; `maxMissed` pongs missing by
+   *  `timeoutMs` reconnect. SSE/polling: no bytes for `serverSilenceMs` reconnects. */
+  heartbeat?: { intervalMs?: number; timeoutMs?: number; maxMissed?: number; serverSilenceMs?: number };
   backoff?: { initialMs?: number; maxMs?: number; multiplier?: number; jitter?: number };
   /** Polling rung: long-poll wait the server may hold (ms), and the interval between
    *  short polls when the server answers at once. */
   polling?: { waitMs?: number; intervalMs?: number; pauseWhenHidden?: boolean };
-  /** Use the browser's EventSource for the SSE rung instead of fetch streaming
-   *  (no Authorization header; the token goes in the query). Default false. */
-  eventSource?: boolean;
+  /** Deadlines of a connection attempt (ms; 0 disables): not open after `openMs`; start the
+   *  next rung in parallel after `raceMs`; WebSocket silent after open for `firstFrameMs`;
+   *  SSE headers but no bytes for `sseFirstBytesMs` (a buffering proxy). */
+  timeouts?: { openMs?: number; raceMs?: number; firstFrameMs?: number; sseFirstBytesMs?: number };
+  /** While on a lower rung, probe the higher ones now and then (`false` to never). */
+  probe?: boolean | { initialMs?: number; maxMs?: number };
+  /** Use the browser's EventSource for the SSE rung instead of fetch streaming (no
+   *  Authorization header: the token goes in the query). EventSource only delivers named
+   *  events it listens for: pass the list of your event types. Default false. */
+  eventSource?: boolean | string[];
   /** Largest accepted frame/event in bytes. Default 1 MiB. */
   maxFrameBytes?: number;
   /** Upstream messages kept while disconnected. Default 1000. */
   outboxLimit?: number;
-  /** Remember the working rung per endpoint in localStorage. Default true. */
-  remember?: boolean;
+  /** Remember the working rung per endpoint in localStorage (default true, 24 h). */
+  remember?: boolean | { ttlMs?: number };
   /** Give up after this many failed attempts in a row. Default: never. */
   maxAttempts?: number;
 }

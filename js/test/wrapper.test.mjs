@@ -1,0 +1,268 @@
+// The JS wrapper (js/src/core.ts) against a scripted fake of the wasm module: option
+// checking, snapshot caching, listeners, sends, the token provider, close, and recovery
+// from a wasm panic. No browser, no server: run with `node --test js/test/`.
+
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { build } from 'esbuild';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
+let core;
+
+before(async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'holdfast-wrapper-'));
+  {
+    const name = 'core';
+    const out = join(dir, `${name}.mjs`);
+    await build({
+      entryPoints: [join(root, `js/src/${name}.ts`)],
+      bundle: true,
+      format: 'esm',
+      platform: 'neutral',
+      outfile: out,
+      logLevel: 'error',
+    });
+  }
+  core = await import(pathToFileURL(join(dir, 'core.mjs')));
+});
+
+/** A scripted stand-in for the wasm module: records calls, lets the test emit batches. */
+function fakeWasm() {
+  const w = { clients: [], panicHook: null };
+  w.api = {
+    set_panic_hook(f) {
+      w.panicHook = f;
+    },
+    WasmClient: class {
+      constructor(id, options, emit) {
+        if (options.url === 'bad') throw ['invalid_url', 'the URL "bad" is not absolute', null];
+        Object.assign(this, { id, options, emit, calls: [], nextMsg: 1, freed: false });
+        w.clients.push(this);
+      }
+      start() {
+        this.calls.push(['start']);
+        this.emit([['state', { status: 'connecting', transport: null, cursor: null, attempt: 0, lastError: null }]]);
+      }
+      send(data) {
+        if (data === 'full') throw ['outbox_full', 'the outbox is full', null];
+        const id = `m-${this.nextMsg++}`;
+        this.calls.push(['send', id, data]);
+        return id;
+      }
+      token(ok, value) {
+        this.calls.push(['token', ok, value]);
+      }
+      close() {
+        this.calls.push(['close']);
+        this.emit([['state', { status: 'closed', transport: null, cursor: null, attempt: 0, lastError: null }]]);
+      }
+      diagnostics() {
+        return [[{ transport: 'websocket', failure: null }], [[1, 'note']]];
+      }
+      free() {
+        this.freed = true;
+      }
+    },
+  };
+  return w;
+}
+
+const open = (cursor = null) => ['state', { status: 'open', transport: 'websocket', cursor, attempt: 0, lastError: null }];
+const tick = () => new Promise((r) => setTimeout(r, 0));
+
+test('invalid options throw a HoldfastError naming the option, synchronously', () => {
+  const w = fakeWasm();
+  const bad = [
+    [undefined, 'options'],
+    [{}, 'options.url'],
+    [{ url: '' }, 'options.url'],
+    [{ url: '/r', transports: ['carrier-pigeon'] }, 'options.transports'],
+    [{ url: '/r', transports: [] }, 'options.transports'],
+    [{ url: '/r', transports: ['sse', 'sse'] }, 'options.transports'],
+    [{ url: '/r', heartbeat: { intervalMs: -1 } }, 'options.heartbeat.intervalMs'],
+    [{ url: '/r', heartbeat: { intervalMs: 5000, timeoutMs: 5000 } }, 'options.heartbeat.timeoutMs'],
+    [{ url: '/r', backoff: { initialMs: 1000, maxMs: 10 } }, 'options.backoff.maxMs'],
+    [{ url: '/r', backoff: { jitter: 2 } }, 'options.backoff.jitter'],
+    [{ url: '/r', params: { topic: {} } }, 'options.params.topic'],
+    [{ url: '/r', token: 42 }, 'options.token'],
+    [{ url: '/r', urls: { carrier: '/x' } }, 'options.urls.carrier'],
+    [{ url: '/r', maxFrameBytes: 1.5 }, 'options.maxFrameBytes'],
+    [{ url: '/r', tranports: ['sse'] }, 'options.tranports'],
+  ];
+  for (const [options, name] of bad) {
+    assert.throws(
+      () => core.createClientWith(() => w.api, options),
+      (e) => e instanceof core.HoldfastError && e.code === 'invalid_option' && e.message.includes(name),
+      `${JSON.stringify(options)} must be rejected naming ${name}`,
+    );
+  }
+  assert.equal(w.clients.length, 0, 'nothing was created');
+});
+
+test('an error from the engine at creation closes the client with that typed error', () => {
+  const w = fakeWasm();
+  const c = core.createClientWith(() => w.api, { url: 'bad' });
+  assert.equal(c.snapshot().status, 'closed');
+  assert.equal(c.snapshot().lastError.code, 'invalid_url');
+  assert.ok(c.snapshot().lastError instanceof core.HoldfastError);
+});
+
+test('snapshot() returns the same object until the state changes, and subscribe() says when', () => {
+  const w = fakeWasm();
+  const c = core.createClientWith(() => w.api, { url: '/r' });
+  const first = c.snapshot();
+  assert.equal(first, c.snapshot(), 'stable identity');
+  assert.ok(Object.isFrozen(first));
+  let notified = 0;
+  const unsubscribe = c.subscribe(() => notified++);
+  w.clients[0].emit([open('1')]);
+  assert.equal(notified, 1);
+  const second = c.snapshot();
+  assert.notEqual(second, first);
+  assert.equal(second, c.snapshot());
+  assert.deepEqual([second.status, second.transport, second.cursor], ['open', 'websocket', '1']);
+  unsubscribe();
+  w.clients[0].emit([open('2')]);
+  assert.equal(notified, 1, 'no call after unsubscribe');
+});
+
+test('the initial snapshot is connecting, shared, and carries the starting cursor', () => {
+  assert.equal(core.CONNECTING.status, 'connecting');
+  assert.equal(core.CONNECTING.transport, null);
+  const c = core.createClientWith(() => new Promise(() => {}), { url: '/r', since: 42 });
+  assert.equal(c.snapshot().cursor, '42');
+  assert.equal(c.snapshot().status, 'connecting');
+});
+
+test('on() delivers each kind to its listeners and returns an unsubscribe function', () => {
+  const w = fakeWasm();
+  const c = core.createClientWith(() => w.api, { url: '/r' });
+  const got = [];
+  const off = c.on('message', (m) => got.push(['message', m]));
+  c.on('gap', (g) => got.push(['gap', g]));
+  c.on('error', (e) => got.push(['error', e]));
+  w.clients[0].emit([
+    ['message', '1', 'tick', { seq: 1 }],
+    ['gap', 'history trimmed', '1', '5'],
+    ['error', 'upgrade_refused', 'the proxy refused the WebSocket upgrade', 'websocket'],
+  ]);
+  assert.deepEqual(got[0], ['message', { id: '1', type: 'tick', data: { seq: 1 } }]);
+  assert.deepEqual(got[1], ['gap', { reason: 'history trimmed', cursor: '1', oldest: '5' }]);
+  assert.ok(got[2][1] instanceof core.HoldfastError);
+  assert.deepEqual([got[2][1].code, got[2][1].transport], ['upgrade_refused', 'websocket']);
+  off();
+  w.clients[0].emit([['message', '2', 'tick', { seq: 2 }]]);
+  assert.equal(got.length, 3, 'no message after unsubscribe');
+  assert.throws(() => c.on('mesage', () => {}), (e) => e.code === 'invalid_option');
+});
+
+test('a throwing listener does not stop the others', async () => {
+  const w = fakeWasm();
+  const c = core.createClientWith(() => w.api, { url: '/r' });
+  const got = [];
+  c.on('message', () => {
+    throw new Error('listener bug');
+  });
+  c.on('message', (m) => got.push(m.id));
+  const uncaught = [];
+  globalThis.reportError = (e) => uncaught.push(e.message);
+  try {
+    w.clients[0].emit([['message', '1', 'tick', null]]);
+  } finally {
+    delete globalThis.reportError;
+  }
+  assert.deepEqual(got, ['1']);
+  assert.deepEqual(uncaught, ['listener bug'], 'the error is reported, not swallowed');
+});
+
+test('send() resolves on ack and rejects with the typed error on failure', async () => {
+  const w = fakeWasm();
+  const c = core.createClientWith(() => w.api, { url: '/r' });
+  const a = c.send({ x: 1 });
+  const b = c.send({ x: 2 });
+  const [, id1, data1] = w.clients[0].calls.find((x) => x[0] === 'send');
+  assert.deepEqual(data1, { x: 1 });
+  w.clients[0].emit([['ack', id1], ['fail', 'm-2', 'send_failed', 'the server rejected it (HTTP 413)', 'sse']]);
+  await a;
+  await assert.rejects(b, (e) => e instanceof core.HoldfastError && e.code === 'send_failed');
+  await assert.rejects(c.send('full'), (e) => e.code === 'outbox_full');
+});
+
+test('sends made before the wasm module loaded are queued, then sent', async () => {
+  const w = fakeWasm();
+  let release;
+  const loaded = new Promise((r) => (release = r));
+  const c = core.createClientWith(() => loaded.then(() => w.api), { url: '/r' });
+  const p = c.send('early');
+  assert.equal(w.clients.length, 0);
+  release();
+  await tick();
+  await tick();
+  assert.equal(w.clients.length, 1);
+  const send = w.clients[0].calls.find((x) => x[0] === 'send');
+  assert.equal(send[2], 'early');
+  w.clients[0].emit([['ack', send[1]]]);
+  await p;
+});
+
+test('the token provider may be a string, a function or an async function', async () => {
+  for (const token of ['abc', () => 'abc', async () => 'abc']) {
+    const w = fakeWasm();
+    core.createClientWith(() => w.api, { url: '/r', token });
+    assert.equal(w.clients[0].options.token, true, 'the engine is told a provider exists');
+    w.clients[0].emit([['token']]);
+    await tick();
+    await tick();
+    assert.deepEqual(w.clients[0].calls.at(-1), ['token', true, 'abc']);
+  }
+});
+
+test('a failing token provider is reported to the engine with its message', async () => {
+  const w = fakeWasm();
+  core.createClientWith(() => w.api, {
+    url: '/r',
+    token: async () => {
+      throw new Error('session expired');
+    },
+  });
+  w.clients[0].emit([['token']]);
+  await tick();
+  await tick();
+  assert.deepEqual(w.clients[0].calls.at(-1), ['token', false, 'session expired']);
+});
+
+test('close() closes the engine, rejects pending sends, drops listeners and frees the wasm client', async () => {
+  const w = fakeWasm();
+  const c = core.createClientWith(() => w.api, { url: '/r' });
+  const states = [];
+  c.on('state', (s) => states.push(s.status));
+  const pending = c.send('x');
+  c.close();
+  assert.equal(c.snapshot().status, 'closed');
+  assert.deepEqual(states.at(-1), 'closed', 'the final state reaches listeners');
+  await assert.rejects(pending, (e) => e.code === 'closed');
+  await assert.rejects(c.send('y'), (e) => e.code === 'closed');
+  await tick();
+  assert.ok(w.clients[0].freed, 'the wasm client was freed');
+  c.close(); // idempotent
+  assert.equal(w.clients[0].calls.filter((x) => x[0] === 'close').length, 1);
+});
+
+test('a panic in the wasm module is reported as a typed error and the client restarts from its cursor', async () => {
+  const w = fakeWasm();
+  const c = core.createClientWith(() => w.api, { url: '/r' });
+  assert.ok(w.panicHook, 'the panic hook was installed');
+  w.clients[0].emit([open('7')]);
+  const errors = [];
+  c.on('error', (e) => errors.push(e));
+  w.panicHook(w.clients[0].id, 'index out of bounds at src/engine/machine.rs:1');
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(errors[0].code, 'internal');
+  assert.match(errors[0].message, /index out of bounds/);
+  assert.equal(w.clients.length, 2, 'a fresh engine was created');
+  assert.equal(w.clients[1].options.since, '7', 'it resumes from the last cursor');
+});
