@@ -17,7 +17,11 @@ use crate::install;
 use crate::procs::{self, RunningServer};
 use crate::Ctx;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Default, Clone, Copy)]
 struct Counts {
@@ -26,6 +30,12 @@ struct Counts {
 }
 
 const SUITES: &[&str] = &["native", "browser", "e2e"];
+
+// Upper bounds per suite, including their builds on a cold 2-core machine. Together they
+// stay inside CI's 90 minutes with room for the installs.
+const NATIVE_LIMIT: Duration = Duration::from_secs(25 * 60);
+const BROWSER_LIMIT: Duration = Duration::from_secs(15 * 60);
+const E2E_LIMIT: Duration = Duration::from_secs(35 * 60);
 
 pub fn run_all(ctx: &Ctx, args: &[String]) -> Result<(), String> {
     let only: Vec<&str> = args
@@ -81,7 +91,7 @@ fn run_suite(ctx: &Ctx, suite: &str) -> Result<Counts, String> {
         "native" => {
             let mut cmd = Command::new("cargo");
             cmd.args(["test", "--workspace"]).current_dir(&ctx.root);
-            stream_and_count(&mut cmd, parse_cargo_line)
+            stream_and_count(&mut cmd, NATIVE_LIMIT, parse_cargo_line)
         }
         "browser" => browser_suite(ctx),
         "e2e" => e2e_suite(ctx),
@@ -118,7 +128,7 @@ fn browser_suite(ctx: &Ctx) -> Result<Counts, String> {
     .env("CHROMEDRIVER", chromedriver)
     .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
     .current_dir(&ctx.root);
-    stream_and_count(&mut cmd, parse_cargo_line)
+    stream_and_count(&mut cmd, BROWSER_LIMIT, parse_cargo_line)
 }
 
 fn e2e_suite(ctx: &Ctx) -> Result<Counts, String> {
@@ -133,28 +143,60 @@ fn e2e_suite(ctx: &Ctx) -> Result<Counts, String> {
         .env("HOLDFAST_PACKAGE_DIR", &report.package_dir)
         .env("HOLDFAST_ROOT", &ctx.root)
         .current_dir(&ctx.root);
-    stream_and_count(&mut cmd, parse_tap_line)
+    stream_and_count(&mut cmd, E2E_LIMIT, parse_tap_line)
 }
 
 /// Runs `cmd`, echoing its stdout line by line and adding up the counts `parse` finds.
 /// A runner that exits non-zero without reporting a failure counts as one failure.
+///
+/// A suite that outlives `limit` is killed with its whole process group (test binaries,
+/// browsers, servers) and counts as a failure: a hang must fail the run, not eat CI's
+/// 90 minutes.
 fn stream_and_count(
     cmd: &mut Command,
+    limit: Duration,
     parse: fn(&str, &mut Counts),
 ) -> Result<Counts, String> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("{}: {e}", procs::describe(cmd)))?;
+    let group = child.id();
+    let finished = Arc::new(AtomicBool::new(false));
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let (finished, timed_out) = (finished.clone(), timed_out.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline {
+                if finished.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            timed_out.store(true, Ordering::Relaxed);
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
+        })
+    };
     let mut counts = Counts::default();
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
-        let line = line.map_err(|e| e.to_string())?;
+        let Ok(line) = line else { break };
         println!("{line}");
         parse(&line, &mut counts);
     }
     let status = child.wait().map_err(|e| e.to_string())?;
-    if !status.success() && counts.failed == 0 {
+    finished.store(true, Ordering::Relaxed);
+    let _ = watchdog.join();
+    if timed_out.load(Ordering::Relaxed) {
+        counts.failed += 1;
+        eprintln!(
+            "`{}` was still running after {} s and was killed",
+            procs::describe(cmd),
+            limit.as_secs()
+        );
+    } else if !status.success() && counts.failed == 0 {
         counts.failed = 1;
         eprintln!("`{}` exited with {status}", procs::describe(cmd));
     }
