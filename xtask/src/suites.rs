@@ -4,6 +4,8 @@
 //! - `native`  — `cargo test --workspace`: the engine (behaviour, simulation, parsers), the
 //!               reference server's integration tests (real sockets, real redis-server) and
 //!               the deployment-config checks (real nginx).
+//! - `js`      — the TypeScript wrapper against a scripted fake of the wasm module
+//!               (`node --test js/test/`), no browser.
 //! - `browser` — wasm-bindgen-test files `tests/browser_*.rs` in headless Chromium, against a
 //!               reference server this driver starts.
 //! - `e2e`     — Playwright (playwright-core driving /usr/bin/chromium) loading the built npm
@@ -29,11 +31,12 @@ struct Counts {
     failed: u64,
 }
 
-const SUITES: &[&str] = &["native", "browser", "e2e"];
+const SUITES: &[&str] = &["native", "js", "browser", "e2e"];
 
 // Upper bounds per suite, including their builds on a cold 2-core machine. Together they
 // stay inside CI's 90 minutes with room for the installs.
 const NATIVE_LIMIT: Duration = Duration::from_secs(25 * 60);
+const JS_LIMIT: Duration = Duration::from_secs(5 * 60);
 const BROWSER_LIMIT: Duration = Duration::from_secs(15 * 60);
 const E2E_LIMIT: Duration = Duration::from_secs(35 * 60);
 
@@ -92,6 +95,13 @@ fn run_suite(ctx: &Ctx, suite: &str) -> Result<Counts, String> {
             let mut cmd = Command::new("cargo");
             cmd.args(["test", "--workspace"]).current_dir(&ctx.root);
             stream_and_count(&mut cmd, NATIVE_LIMIT, parse_cargo_line)
+        }
+        "js" => {
+            let mut cmd = Command::new("node");
+            cmd.args(["--test", "--test-reporter=tap"])
+                .arg(ctx.root.join("js/test"))
+                .current_dir(&ctx.root);
+            stream_and_count(&mut cmd, JS_LIMIT, parse_tap_line)
         }
         "browser" => browser_suite(ctx),
         "e2e" => e2e_suite(ctx),
