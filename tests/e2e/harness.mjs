@@ -27,6 +27,8 @@ function requiredEnv(name) {
 export function makeSite(pages = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'holdfast-e2e-'));
   cpSync(requiredEnv('HOLDFAST_PACKAGE_DIR'), join(dir, 'pkg'), { recursive: true });
+  // Chromium asks for /favicon.ico on the first page; a 404 would read as a page error.
+  writeFileSync(join(dir, 'favicon.ico'), '');
   for (const [name, html] of Object.entries(pages)) writeFileSync(join(dir, name), html);
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }

@@ -86,7 +86,7 @@ test('close() stops all traffic: no request, frame or message afterwards', async
   const topic = 'close-stops-traffic';
   const { page, problems } = await pageWithClient(topic, {
     transports: ['polling'],
-    heartbeat: { intervalMs: 1000, timeoutMs: 1000, maxMissed: 3 },
+    heartbeat: { intervalMs: 1000, timeoutMs: 500, maxMissed: 3 },
   });
   await page.evaluate(() => window.client.close());
   assert.equal(await page.evaluate(() => window.client.snapshot().status), 'closed');
