@@ -1,7 +1,7 @@
 // The built package in the ways people load it: the script-tag build, React hooks under
 // StrictMode (bundled by esbuild), server rendering in Node, and `Holdfast.diagnose`.
 // Needs HOLDFAST_SERVER_BIN and HOLDFAST_PACKAGE_DIR (as tests/e2e; `cargo xtask test`).
-// Run: node --test js/test/
+// Run: node --test js/e2e/ (with the two variables set)
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
