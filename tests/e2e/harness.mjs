@@ -34,9 +34,10 @@ export function makeSite(pages = {}) {
 }
 
 /// Starts holdfast-server on a free port; resolves once it prints `listening on http://…`.
-export async function startServer(args = []) {
+/// `port` (optional) binds that port instead (a restart on the same address).
+export async function startServer(args = [], { port = 0 } = {}) {
   const bin = requiredEnv('HOLDFAST_SERVER_BIN');
-  const child = spawn(bin, ['--host', '127.0.0.1', '--port', '0', '--publish-key', PUBLISH_KEY, ...args], {
+  const child = spawn(bin, ['--host', '127.0.0.1', '--port', String(port), '--publish-key', PUBLISH_KEY, ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const url = await new Promise((resolve, reject) => {
@@ -52,8 +53,15 @@ export async function startServer(args = []) {
   });
   return {
     url,
+    /// Kills the process at once (a crash: no graceful shutdown).
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await exited;
+    },
     async stop() {
-      if (child.exitCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((r) => child.once('exit', r));
       child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
