@@ -752,7 +752,9 @@ impl<D: Clone> Engine<D> {
                         self.request_token();
                     }
                     Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => {
-                        let p = self.outbox.remove(pos).expect("position found above");
+                        let Some(p) = self.outbox.remove(pos) else {
+                            return;
+                        };
                         let mut m = String::from("the server refused the message (HTTP ");
                         m.push_str(&u64_to_string(s as u64));
                         if let Some(c) = &f.error_code {
@@ -1560,8 +1562,8 @@ impl<D: Clone> Engine<D> {
     // ----- upstream -------------------------------------------------------------------
 
     fn acked(&mut self, mid: &str, now: Millis) {
-        if let Some(pos) = self.outbox.iter().position(|p| p.id.as_str() == mid) {
-            let p = self.outbox.remove(pos).expect("position found above");
+        let pos = self.outbox.iter().position(|p| p.id.as_str() == mid);
+        if let Some(p) = pos.and_then(|i| self.outbox.remove(i)) {
             self.post_attempt = 0;
             self.app(AppEvent::Acked { msg_id: p.id });
             self.flush_outbox(now);

@@ -839,6 +839,9 @@ impl Sim {
                 // Timers sometimes fire a little late, as browsers do.
                 self.now += self.rng.below_incl(3) * self.rng.below_incl(40);
                 self.step(Input::Timeout);
+                if self.e.poll_timeout().is_some_and(|t| t <= self.now) {
+                    self.fail("a deadline at or before now survived a Timeout");
+                }
                 continue;
             }
             let Reverse((_, seq)) = self.queue.pop().expect("peeked");

@@ -119,12 +119,10 @@ impl SseParser {
     }
 
     fn scan(&mut self, mut bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
-        if self.after_cr {
-            if let Some(b'\n') = bytes.first() {
+        if self.after_cr && !bytes.is_empty() {
+            self.after_cr = false;
+            if bytes[0] == b'\n' {
                 bytes = &bytes[1..];
-            }
-            if !bytes.is_empty() {
-                self.after_cr = false;
             }
         }
         while !bytes.is_empty() {
@@ -291,6 +289,17 @@ mod tests {
             out.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
+    }
+
+    #[test]
+    fn a_lone_lf_chunk_after_cr_is_consumed_once() {
+        // Found by the fuzzer: "\r" | "\n" | "\n" is one line end then a blank line.
+        let mut p = SseParser::new(1024);
+        let mut out = Vec::new();
+        for c in [&b"data: a\r"[..], b"\n", b"\n"] {
+            p.feed(c, &mut out).unwrap();
+        }
+        assert_eq!(out.len(), 1);
     }
 
     #[test]

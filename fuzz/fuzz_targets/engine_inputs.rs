@@ -1,0 +1,138 @@
+//! The engine never panics and never reports a deadline it does not consume, whatever
+//! inputs arrive in whatever order (including for connections it never opened).
+#![no_main]
+
+use holdfast::engine::{
+    ConnId, Engine, FrameError, HttpFailure, Input, Item, MessageId, Options, Output, PageContext,
+    RememberedRung, Transport,
+};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut o = Options::new("/realtime");
+    o.use_token = data.first().map_or(false, |b| b & 1 == 1);
+    o.outbox_capacity = 4;
+    o.diagnostics_capacity = 4;
+    let Ok(mut e) = Engine::<u32>::new(o, PageContext::new("https://h/"), 1, 0) else {
+        return;
+    };
+    let mut now = 0u64;
+    let mut last_conn = 0u32;
+    for w in data.chunks(3) {
+        let (op, a, b) = (w[0], *w.get(1).unwrap_or(&0), *w.get(2).unwrap_or(&0));
+        let conn = ConnId(if a & 0x80 != 0 {
+            a as u32 & 0x7f
+        } else {
+            last_conn
+        });
+        let input = match op % 20 {
+            0 => Input::Start,
+            1 => Input::Close,
+            2 | 3 => {
+                now = e.poll_timeout().unwrap_or(now).max(now) + (a as u64) * 7;
+                Input::Timeout
+            }
+            4 => Input::Token(if b & 1 == 0 {
+                Ok("t".into())
+            } else {
+                Err("x".into())
+            }),
+            5 => Input::Opened { conn },
+            6 => Input::HttpStatus {
+                conn,
+                status: 200 + (b as u16) * 2,
+                retry_after_ms: Some(b as u64 * 100),
+                error_code: None,
+            },
+            7 => Input::Activity {
+                conn,
+                bytes: b as usize,
+            },
+            8 | 9 => {
+                let item = match b % 8 {
+                    0 => Item::Hello {
+                        cursor: Some((b as u32).to_string()),
+                        heartbeat_ms: Some(a as u64 * 100),
+                    },
+                    1 => Item::Heartbeat,
+                    2 => Item::Pong,
+                    3 => Item::Reset {
+                        reason: "r".into(),
+                        oldest: (b & 8 == 0).then(|| "1".into()),
+                    },
+                    4 => Item::Ack { id: "m".into() },
+                    5 => Item::ServerError {
+                        code: "token_expired".into(),
+                        message: String::new(),
+                    },
+                    _ => Item::Event {
+                        id: (b & 16 == 0).then(|| (a as u32).to_string()),
+                        kind: "t".into(),
+                        data: a as u32,
+                    },
+                };
+                Input::Items {
+                    conn,
+                    items: vec![item],
+                }
+            }
+            10 => Input::BadFrame {
+                conn,
+                error: if b & 1 == 0 {
+                    FrameError::InvalidJson
+                } else {
+                    FrameError::TooLarge { size: 9, limit: 1 }
+                },
+            },
+            11 => Input::Closed {
+                conn,
+                code: if b & 1 == 0 {
+                    None
+                } else {
+                    Some(1000 + (a as u16) * 16)
+                },
+                reason: (b / 2).to_string(),
+            },
+            12 => Input::SendResult {
+                msg_id: MessageId(String::from("x")),
+                result: Err(HttpFailure {
+                    status: Some(400 + b as u16),
+                    ..Default::default()
+                }),
+            },
+            13 => Input::Online,
+            14 => Input::Offline,
+            15 => Input::Visible,
+            16 => Input::Hidden,
+            17 => Input::Remembered(Some(RememberedRung {
+                transport: Transport::Sse,
+                expires_at: b as u64 * 1000,
+            })),
+            18 => {
+                let _ = e.send(b as u32, now);
+                Input::Hidden
+            }
+            _ => {
+                now += (a as u64) * 1000;
+                Input::Timeout
+            }
+        };
+        e.handle(input, now);
+        while let Some(out) = e.poll_output() {
+            if let Output::Command(holdfast::engine::Command::Open { conn, .. }) = out {
+                last_conn = conn.0;
+            }
+        }
+        // A deadline at or before `now` must be consumed by the next Timeout.
+        if let Some(t) = e.poll_timeout() {
+            if t <= now {
+                e.handle(Input::Timeout, now);
+                while e.poll_output().is_some() {}
+                assert!(
+                    e.poll_timeout().map_or(true, |t2| t2 > now),
+                    "deadline {t} not consumed at {now}"
+                );
+            }
+        }
+    }
+});
