@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -312,7 +313,7 @@ async fn ws_query(
     ci: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     q: Query<SubQuery>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     ws_common(st, ci, headers, q, None, ws).await
 }
@@ -323,7 +324,7 @@ async fn ws_path(
     headers: HeaderMap,
     q: Query<SubQuery>,
     Path(topic): Path<String>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     ws_common(st, ci, headers, q, Some(topic), ws).await
 }
@@ -340,8 +341,25 @@ async fn ws_common(
     headers: HeaderMap,
     Query(q): Query<SubQuery>,
     path_topic: Option<String>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            // Usually a proxy that dropped the Upgrade/Connection headers: say so.
+            app.metrics.reject("bad_request");
+            return error(
+                426,
+                "upgrade_required",
+                &format!(
+                    "this endpoint needs a WebSocket upgrade ({}): a proxy may have dropped the \
+                     Upgrade/Connection headers; use the SSE or polling endpoint instead",
+                    rejection.body_text()
+                ),
+                None,
+            );
+        }
+    };
     let verdict = admit(&app, Transport::Ws, peer, &headers, &q, path_topic, None).map_err(|r| {
         let (code, reason) = match &r {
             Refused::Limit(l @ Refusal::MaxSubscribers) => (1013, format!("{}", l.retry_after())),
@@ -437,7 +455,11 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
         wake.borrow_and_update();
         let batch = match app
             .hub
-            .read_after(&sub.topic, cursor, app.cfg.ws_batch_max.clamp(1, READ_BATCH))
+            .read_after(
+                &sub.topic,
+                cursor,
+                app.cfg.ws_batch_max.clamp(1, READ_BATCH),
+            )
             .await
         {
             Ok(b) => b,
