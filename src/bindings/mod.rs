@@ -101,7 +101,9 @@ pub fn set_panic_hook(f: Function) {
     }));
 }
 
-/// Deliberately panics inside client `id`'s context (tests of the panic path only).
+/// Deliberately panics inside client `id`'s context (tests of the panic path only; not in
+/// release builds).
+#[cfg(debug_assertions)]
 #[wasm_bindgen(js_name = __panicForTest)]
 pub fn panic_for_test(id: u32) {
     CURRENT.with(|c| c.set(id));

@@ -1,0 +1,108 @@
+//! A panic inside the wasm module must not pass silently: the panic hook reports the
+//! message and the client it happened in (the JS wrapper turns that into a typed
+//! `internal` error and restarts the client from its cursor), and the module keeps
+//! working for new clients after the trap.
+//!
+//! Run like `browser_adapters` (see there), with `--test browser_panic`.
+#![cfg(target_arch = "wasm32")]
+
+mod browser_common;
+
+use browser_common::*;
+use holdfast::bindings::{panic_for_test, set_panic_hook, WasmClient};
+use js_sys::{Array, Function, Object, Reflect};
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn client(topic: &str, seen: Rc<RefCell<u32>>) -> (WasmClient, Closure<dyn FnMut(Array)>) {
+    let o = Object::new();
+    Reflect::set(&o, &"url".into(), &format!("{}/realtime", server()).into()).unwrap();
+    Reflect::set(
+        &o,
+        &"params".into(),
+        &Array::of1(&Array::of2(&"topic".into(), &topic.into())),
+    )
+    .unwrap();
+    Reflect::set(&o, &"remember".into(), &false.into()).unwrap();
+    let emit = Closure::<dyn FnMut(Array)>::new(move |batch: Array| {
+        for ev in batch.iter() {
+            let ev: Array = ev.unchecked_into();
+            if ev.get(0).as_string().as_deref() == Some("message") {
+                *seen.borrow_mut() += 1;
+            }
+        }
+    });
+    let c = WasmClient::new(
+        42,
+        o.into(),
+        emit.as_ref().unchecked_ref::<Function>().clone(),
+    )
+    .unwrap();
+    (c, emit)
+}
+
+#[wasm_bindgen_test]
+async fn a_panic_is_reported_with_its_client_and_the_module_keeps_working() {
+    let reports: Rc<RefCell<Vec<(u32, String)>>> = Rc::default();
+    let r = reports.clone();
+    let hook = Closure::<dyn FnMut(u32, String)>::new(move |id: u32, msg: String| {
+        r.borrow_mut().push((id, msg))
+    });
+    set_panic_hook(hook.as_ref().unchecked_ref::<Function>().clone());
+
+    // The panic traps; JS sees a RuntimeError it can catch.
+    let trigger = Closure::<dyn Fn()>::new(|| panic_for_test(42));
+    let caller = Function::new_with_args(
+        "f",
+        "try { f(); return 'returned' } catch (e) { return e.constructor.name }",
+    );
+    let outcome = caller
+        .call1(&JsValue::NULL, trigger.as_ref())
+        .unwrap()
+        .as_string()
+        .unwrap();
+    assert_eq!(outcome, "RuntimeError", "a panic traps");
+    {
+        let reports = reports.borrow();
+        assert_eq!(reports.len(), 1, "the hook ran once");
+        assert_eq!(reports[0].0, 42, "it names the client");
+        assert!(
+            reports[0]
+                .1
+                .starts_with("deliberate test panic at src/bindings/mod.rs:"),
+            "{}",
+            reports[0].1
+        );
+    }
+
+    // A client created after the trap connects and receives events.
+    let topic = fresh_topic("after-panic");
+    let seen = Rc::new(RefCell::new(0));
+    let (c, _emit) = client(&topic, seen.clone());
+    c.start();
+    for _ in 0..500 {
+        if Reflect::get(&c.snapshot(), &"status".into())
+            .unwrap()
+            .as_string()
+            .as_deref()
+            == Some("open")
+        {
+            break;
+        }
+        sleep(20).await;
+    }
+    publish(&topic, 3).await;
+    for _ in 0..500 {
+        if *seen.borrow() >= 3 {
+            break;
+        }
+        sleep(20).await;
+    }
+    assert_eq!(*seen.borrow(), 3, "the module still works after a panic");
+    c.close();
+}
