@@ -1146,3 +1146,152 @@ fn bad_options_and_urls_are_typed_errors() {
         .unwrap();
     assert_eq!(e.code, ErrorCode::InvalidUrl);
 }
+
+// ----- errors and options -----------------------------------------------------------------
+
+#[test]
+fn every_error_code_has_a_stable_unique_snake_case_name() {
+    use ErrorCode::*;
+    let all = [
+        UpgradeRefused,
+        SilentAfterOpen,
+        ClosedByPeer,
+        IdleCutoff,
+        SseBuffered,
+        Unauthorized,
+        Forbidden,
+        TokenProvider,
+        RateLimited,
+        Offline,
+        BadFrame,
+        FrameTooLarge,
+        ServerReset,
+        HeartbeatTimeout,
+        OpenTimeout,
+        NetworkError,
+        HttpError,
+        ServerError,
+        OutboxFull,
+        SendFailed,
+        InvalidOption,
+        InvalidUrl,
+        GaveUp,
+        Closed,
+    ];
+    let names: std::collections::HashSet<&str> = all.iter().map(|c| c.as_str()).collect();
+    assert_eq!(names.len(), all.len());
+    assert!(names
+        .iter()
+        .all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+    assert_eq!(UpgradeRefused.as_str(), "upgrade_refused");
+    let e = HoldfastError::new(SseBuffered, "x").on(Transport::Sse);
+    assert_eq!(e.to_string(), "sse_buffered: x");
+}
+
+#[test]
+fn frame_errors_say_what_was_wrong() {
+    for (e, needle, code) in [
+        (
+            FrameError::InvalidJson,
+            "not valid JSON",
+            ErrorCode::BadFrame,
+        ),
+        (
+            FrameError::NotAnObject,
+            "not an event object",
+            ErrorCode::BadFrame,
+        ),
+        (FrameError::BadField("type"), "`type`", ErrorCode::BadFrame),
+        (
+            FrameError::TooLarge { size: 10, limit: 5 },
+            "10 bytes",
+            ErrorCode::FrameTooLarge,
+        ),
+        (FrameError::Binary, "binary", ErrorCode::BadFrame),
+    ] {
+        assert!(e.describe().contains(needle), "{}", e.describe());
+        assert_eq!(e.code(), code);
+    }
+}
+
+#[test]
+fn each_invalid_option_names_itself() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut Options)>)> = vec![
+        ("url", Box::new(|o| o.url = " ".into())),
+        ("backoff.initialMs", Box::new(|o| o.backoff.initial_ms = 0)),
+        ("backoff.maxMs", Box::new(|o| o.backoff.max_ms = 10)),
+        (
+            "backoff.maxAttempts",
+            Box::new(|o| o.backoff.max_attempts = Some(0)),
+        ),
+        (
+            "heartbeat.pingIntervalMs",
+            Box::new(|o| o.heartbeat.ping_interval_ms = 10),
+        ),
+        (
+            "heartbeat.serverSilenceMs",
+            Box::new(|o| o.heartbeat.server_silence_ms = 0),
+        ),
+        (
+            "heartbeat.clockJumpMs",
+            Box::new(|o| o.heartbeat.clock_jump_ms = 0),
+        ),
+        ("probe.initialMs", Box::new(|o| o.probe.initial_ms = 1)),
+        ("memory.ttlMs", Box::new(|o| o.memory.ttl_ms = 0)),
+        (
+            "polling.intervalMs",
+            Box::new(|o| o.polling.interval_ms = 0),
+        ),
+        ("dedupWindow", Box::new(|o| o.dedup_window = 0)),
+        ("maxFrameBytes", Box::new(|o| o.max_frame_bytes = 1)),
+        (
+            "diagnosticsCapacity",
+            Box::new(|o| o.diagnostics_capacity = 0),
+        ),
+        (
+            "params",
+            Box::new(|o| o.params = vec![(String::new(), "v".into())]),
+        ),
+        ("interop.idField", Box::new(|o| o.interop.id_field.clear())),
+    ];
+    for (name, f) in cases {
+        let mut o = opts();
+        f(&mut o);
+        let e = o.validate().expect_err(name);
+        assert_eq!(e.code, ErrorCode::InvalidOption);
+        assert!(e.message.contains(name), "{name}: {}", e.message);
+    }
+    // An empty base URL is fine when every rung has its own URL.
+    let mut o = opts();
+    o.url.clear();
+    o.transports = vec![Transport::Polling];
+    o.poll_url = Some("https://h/poll".into());
+    o.send_url = Some("https://h/send".into());
+    assert!(o.validate().is_ok());
+    assert!(Engine::<serde_json::Value>::new(o, PageContext::default(), 1, 0).is_ok());
+}
+
+#[test]
+fn transport_names_and_remembered_rungs_round_trip() {
+    for t in [Transport::WebSocket, Transport::Sse, Transport::Polling] {
+        assert_eq!(Transport::parse(t.as_str()), Some(t));
+        let r = RememberedRung {
+            transport: t,
+            expires_at: 123,
+        };
+        assert_eq!(RememberedRung::decode(&r.encode()), Some(r));
+    }
+    assert_eq!(Transport::parse("carrier-pigeon"), None);
+    assert_eq!(RememberedRung::decode("sse"), None);
+    assert_eq!(RememberedRung::decode("sse x"), None);
+    for s in [
+        Status::Idle,
+        Status::Connecting,
+        Status::Connected,
+        Status::Reconnecting,
+        Status::Offline,
+        Status::Closed,
+    ] {
+        assert!(!s.as_str().is_empty());
+    }
+}
