@@ -449,7 +449,12 @@ impl<D: Clone> Engine<D> {
                     cat(&["the token provider failed: ", &why]),
                 );
                 self.emit_error(err.clone());
-                if self.session_rung.is_none() && !self.round_running {
+                if self.session_rung.is_some() {
+                    // Only the outbox was waiting for it: ask again later.
+                    self.post_attempt += 1;
+                    let d = self.post_backoff();
+                    self.post_retry_at = Some(now + d);
+                } else if !self.round_running && self.retry_at.is_none() {
                     self.round_failed(err, None, now);
                 }
             }
@@ -1606,6 +1611,9 @@ impl<D: Clone> Engine<D> {
                     return;
                 }
                 if self.options.use_token && self.token.is_none() {
+                    if !self.outbox.is_empty() {
+                        self.request_token();
+                    }
                     return;
                 }
                 let Some(url) = &self.endpoints.send else {

@@ -1295,3 +1295,51 @@ fn transport_names_and_remembered_rungs_round_trip() {
         assert!(!s.as_str().is_empty());
     }
 }
+
+#[test]
+fn a_post_rejected_for_its_token_asks_for_a_new_one_and_is_sent_again() {
+    let mut o = opts();
+    o.use_token = true;
+    o.transports = vec![Transport::Sse];
+    let mut h = H::started(o);
+    h.input(Input::Token(Ok("t1".into())));
+    h.connect_last();
+    let a = h.e.send(json!(1), h.now).unwrap();
+    h.drain();
+    h.input(Input::SendResult {
+        msg_id: a.clone(),
+        result: Err(HttpFailure {
+            status: Some(401),
+            ..Default::default()
+        }),
+    });
+    assert_eq!(h.count_cmd(|c| matches!(c, Command::RequestToken)), 2);
+    h.input(Input::Token(Err("provider down".into())));
+    assert_eq!(*h.errors().last().unwrap(), ErrorCode::TokenProvider);
+    h.advance(2_000);
+    assert_eq!(
+        h.count_cmd(|c| matches!(c, Command::RequestToken)),
+        3,
+        "asked again later"
+    );
+    h.input(Input::Token(Ok("t2".into())));
+    h.advance(2_000);
+    match h
+        .cmds
+        .iter()
+        .rev()
+        .find(|c| matches!(c, Command::Post { .. }))
+        .unwrap()
+    {
+        Command::Post { msg_id, token, .. } => {
+            assert_eq!(*msg_id, a);
+            assert_eq!(token.as_ref().unwrap().expose(), "t2");
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(
+        h.status(),
+        Status::Connected,
+        "the stream was never interrupted"
+    );
+}
