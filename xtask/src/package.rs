@@ -155,6 +155,10 @@ pub fn run(root: &Path, target_dir: &Path) -> Result<PackageReport, String> {
             .arg(&bg),
     )?;
 
+    // 3b. Short import/export names: wasm-bindgen's hashed names (`__wbg_call_a410eb4b…`)
+    // appear twice (glue and wasm) and do not compress.
+    shorten_names(&glue_dir.join("holdfast_wasm.js"), &bg)?;
+
     // 4. Bundles and types (js/build.mjs drives esbuild and tsc).
     let npm_root = root.join("target/npm");
     let pkg_dir = npm_root.join("holdfast");
@@ -230,4 +234,226 @@ fn sizes(files: &[PathBuf]) -> Result<Sizes, String> {
         [raw, gzip, brotli] => Ok(Sizes { raw, gzip, brotli }),
         _ => Err(format!("size report: unexpected output {out:?}")),
     }
+}
+
+/// Renames the wasm's imports from the glue module and the exports the glue reaches as
+/// `wasm.NAME` to one- or two-letter names, in the `.wasm` and in the glue alike.
+fn shorten_names(glue: &Path, wasm: &Path) -> Result<(), String> {
+    let js = fs::read_to_string(glue).map_err(|e| format!("reading {glue:?}: {e}"))?;
+    let bin = fs::read(wasm).map_err(|e| format!("reading {wasm:?}: {e}"))?;
+    let mut imports = Vec::new();
+    let mut exports = Vec::new();
+    walk_names(&bin, &mut |section, module, name| {
+        if section == 2 && module == Some("./holdfast_wasm_bg.js") {
+            imports.push(name.to_string());
+        } else if section == 7 && only_as_wasm_property(&js, name) {
+            exports.push(name.to_string());
+        }
+        None
+    })?;
+    let imap: std::collections::HashMap<String, String> = imports
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), short_name(i)))
+        .collect();
+    let emap: std::collections::HashMap<String, String> = exports
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), short_name(i)))
+        .collect();
+    let new_bin = walk_names(&bin, &mut |section, module, name| match section {
+        2 if module == Some("./holdfast_wasm_bg.js") => imap.get(name).cloned(),
+        7 => emap.get(name).cloned(),
+        _ => None,
+    })?;
+    let new_js = rename_tokens(&js, &imap, &emap);
+    fs::write(wasm, new_bin).map_err(|e| format!("writing {wasm:?}: {e}"))?;
+    fs::write(glue, new_js).map_err(|e| format!("writing {glue:?}: {e}"))?;
+    Ok(())
+}
+
+fn short_name(mut i: usize) -> String {
+    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut s = String::new();
+    loop {
+        s.insert(0, A[i % A.len()] as char);
+        if i < A.len() {
+            return s;
+        }
+        i = i / A.len() - 1;
+    }
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$'
+}
+
+/// Every occurrence of `name` as a whole identifier in `js` is `wasm.name`.
+fn only_as_wasm_property(js: &str, name: &str) -> bool {
+    let b = js.as_bytes();
+    let mut found = false;
+    let mut from = 0;
+    while let Some(i) = js[from..].find(name).map(|i| i + from) {
+        from = i + name.len();
+        let before_ok = i == 0 || !is_ident(b[i - 1]);
+        let after_ok = from >= b.len() || !is_ident(b[from]);
+        if !(before_ok && after_ok) {
+            continue;
+        }
+        if i < 5 || &js[i - 5..i] != "wasm." {
+            return false;
+        }
+        found = true;
+    }
+    found
+}
+
+/// Import keys are replaced as whole identifiers; exports only after `wasm.`.
+fn rename_tokens(
+    js: &str,
+    imports: &std::collections::HashMap<String, String>,
+    exports: &std::collections::HashMap<String, String>,
+) -> String {
+    let b = js.as_bytes();
+    let mut out = String::with_capacity(js.len());
+    let mut i = 0;
+    while i < b.len() {
+        if is_ident(b[i]) {
+            let start = i;
+            while i < b.len() && is_ident(b[i]) {
+                i += 1;
+            }
+            let tok = &js[start..i];
+            let after_wasm = start >= 5 && &js[start - 5..start] == "wasm.";
+            match (imports.get(tok), exports.get(tok)) {
+                (_, Some(e)) if after_wasm => out.push_str(e),
+                (Some(n), _) if !after_wasm => out.push_str(n),
+                _ => out.push_str(tok),
+            }
+        } else {
+            let c = js[i..].chars().next().unwrap_or(' ');
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
+fn read_leb(b: &[u8], pos: &mut usize) -> Result<u64, String> {
+    let (mut v, mut shift) = (0u64, 0);
+    loop {
+        let byte = *b.get(*pos).ok_or("wasm: truncated LEB128")?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(v);
+        }
+        shift += 7;
+        if shift > 63 {
+            return Err("wasm: LEB128 too long".into());
+        }
+    }
+}
+
+fn write_leb(mut v: u64, out: &mut Vec<u8>) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn read_name<'a>(b: &'a [u8], pos: &mut usize) -> Result<&'a str, String> {
+    let len = read_leb(b, pos)? as usize;
+    let s = b.get(*pos..*pos + len).ok_or("wasm: truncated name")?;
+    *pos += len;
+    std::str::from_utf8(s).map_err(|_| "wasm: name is not UTF-8".to_string())
+}
+
+fn write_name(s: &str, out: &mut Vec<u8>) {
+    write_leb(s.len() as u64, out);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Skips a `limits` (table/memory) encoding.
+fn skip_limits(b: &[u8], pos: &mut usize) -> Result<(), String> {
+    let flags = *b.get(*pos).ok_or("wasm: truncated limits")?;
+    *pos += 1;
+    read_leb(b, pos)?;
+    if flags & 1 != 0 {
+        read_leb(b, pos)?;
+    }
+    Ok(())
+}
+
+/// Walks the import (2) and export (7) sections, calling `f(section, module, name)` for
+/// each entry (`module` only for imports), and returns the module with every name `f`
+/// answered `Some(new)` for renamed. Other sections are copied byte for byte.
+fn walk_names(
+    b: &[u8],
+    f: &mut dyn FnMut(u8, Option<&str>, &str) -> Option<String>,
+) -> Result<Vec<u8>, String> {
+    if b.len() < 8 || &b[..4] != b"\0asm" {
+        return Err("not a wasm module".into());
+    }
+    let mut out = b[..8].to_vec();
+    let mut pos = 8;
+    while pos < b.len() {
+        let id = b[pos];
+        pos += 1;
+        let size = read_leb(b, &mut pos)? as usize;
+        let body = b.get(pos..pos + size).ok_or("wasm: truncated section")?;
+        pos += size;
+        if id != 2 && id != 7 {
+            out.push(id);
+            write_leb(size as u64, &mut out);
+            out.extend_from_slice(body);
+            continue;
+        }
+        let mut p = 0;
+        let count = read_leb(body, &mut p)?;
+        let mut nb = Vec::with_capacity(body.len());
+        write_leb(count, &mut nb);
+        for _ in 0..count {
+            let module = if id == 2 {
+                Some(read_name(body, &mut p)?)
+            } else {
+                None
+            };
+            let name = read_name(body, &mut p)?;
+            let new = f(id, module, name);
+            if let Some(m) = module {
+                write_name(m, &mut nb);
+            }
+            write_name(new.as_deref().unwrap_or(name), &mut nb);
+            let desc_start = p;
+            let kind = *body.get(p).ok_or("wasm: truncated entry")?;
+            p += 1;
+            match (id, kind) {
+                (7, _) | (2, 0) => {
+                    read_leb(body, &mut p)?;
+                }
+                (2, 1) => {
+                    p += 1; // reftype
+                    skip_limits(body, &mut p)?;
+                }
+                (2, 2) => skip_limits(body, &mut p)?,
+                (2, 3) => p += 2, // valtype, mutability
+                (2, 4) => {
+                    p += 1; // tag attribute
+                    read_leb(body, &mut p)?;
+                }
+                _ => return Err(format!("wasm: unknown import kind {kind}")),
+            }
+            nb.extend_from_slice(body.get(desc_start..p).ok_or("wasm: truncated entry")?);
+        }
+        out.push(id);
+        write_leb(nb.len() as u64, &mut out);
+        out.extend_from_slice(&nb);
+    }
+    Ok(out)
 }
