@@ -1776,18 +1776,29 @@ impl<D: Clone> Engine<D> {
                 }
             }
         };
-        let s = Snapshot {
-            status,
-            transport: self.session_rung.map(|r| self.ladder[r]),
-            cursor: self.delivery.cursor().map(String::from),
-            attempt: self.attempt,
-            next_retry_at: self.retry_at,
-            outbox_len: self.outbox.len(),
-            last_error: self.last_error.clone(),
-            ping_interval_ms: self.ping_interval,
-        };
-        if s != self.snapshot {
-            self.snapshot = s;
+        // Compared field by field so the hot path (an event batch) allocates nothing
+        // unless the snapshot really changes.
+        let transport = self.session_rung.map(|r| self.ladder[r]);
+        let snap = &self.snapshot;
+        let same = snap.status == status
+            && snap.transport == transport
+            && snap.cursor.as_deref() == self.delivery.cursor()
+            && snap.attempt == self.attempt
+            && snap.next_retry_at == self.retry_at
+            && snap.outbox_len == self.outbox.len()
+            && snap.last_error == self.last_error
+            && snap.ping_interval_ms == self.ping_interval;
+        if !same {
+            self.snapshot = Snapshot {
+                status,
+                transport,
+                cursor: self.delivery.cursor().map(String::from),
+                attempt: self.attempt,
+                next_retry_at: self.retry_at,
+                outbox_len: self.outbox.len(),
+                last_error: self.last_error.clone(),
+                ping_interval_ms: self.ping_interval,
+            };
             self.app(AppEvent::StateChanged);
         }
     }

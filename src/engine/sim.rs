@@ -756,7 +756,8 @@ impl Sim {
             _ => None,
         };
         let is_online = matches!(input, Input::Online);
-        let before = self.e.snapshot().clone();
+        let (before_retry, before_status) =
+            (self.e.snapshot().next_retry_at, self.e.snapshot().status);
         if self.trace {
             println!("{:>7} -> {:?}", self.now, input);
         }
@@ -777,18 +778,19 @@ impl Sim {
             }
         }
         // No attempt before the announced retry time (unless the network just came back).
-        if let Some(t) = before.next_retry_at {
-            if opened && self.now < t && !is_online && before.status != Status::Connected {
+        if let Some(t) = before_retry {
+            if opened && self.now < t && !is_online && before_status != Status::Connected {
                 self.fail(&format!(
                     "an attempt at {} before the retry time {t}",
                     self.now
                 ));
             }
         }
-        let s = self.e.snapshot().clone();
-        if let Some(t) = s.next_retry_at {
+        let s = self.e.snapshot();
+        let (next_retry_at, attempt, has_cursor) = (s.next_retry_at, s.attempt, s.cursor.is_some());
+        if let Some(t) = next_retry_at {
             if Some(t) != self.last_retry {
-                let n = s.attempt.saturating_sub(1);
+                let n = attempt.saturating_sub(1);
                 let b = &self.opts.backoff;
                 let lb = if n == 0 {
                     0
@@ -798,14 +800,14 @@ impl Sim {
                     cap / 2
                 };
                 if t < self.now + lb {
-                    self.fail(&format!("retry after {} ms is faster than the backoff allows ({lb} ms at attempt {})", t - self.now, s.attempt));
+                    self.fail(&format!("retry after {} ms is faster than the backoff allows ({lb} ms at attempt {})", t - self.now, attempt));
                 }
             }
         }
-        self.last_retry = s.next_retry_at;
+        self.last_retry = next_retry_at;
         // Events are expected from the first cursor the client holds (a hello or poll
         // cursor, adopted): without one, "only new events" is all a server promises.
-        if s.cursor.is_some() && !self.published_started {
+        if has_cursor && !self.published_started {
             self.published_started = true;
             let t = self.now + 100;
             self.at(t, Ev::Publish);
