@@ -173,6 +173,7 @@ let nextId = 1;
 const live = new Map<number, (message: string) => void>();
 
 function onPanic(id: number, message: string) {
+  console.error(`holdfast: internal error (a bug; please report it): ${message}`);
   // The wasm call traps right after this returns: recover on the next task.
   const f = live.get(id);
   if (f) setTimeout(() => f(message));
@@ -375,8 +376,14 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
       });
     },
     diagnostics() {
-      const attempts = (inner ? (inner.diagnostics() as Diagnostics['attempts']) : []).map((a) => Object.freeze(a));
-      return Object.freeze({ snapshot: snap, attempts: Object.freeze(attempts) }) as Diagnostics;
+      const [attempts, notes] = ((inner && inner.diagnostics()) || [[], []]) as [Record<string, unknown>[], [number, string][]];
+      return Object.freeze({
+        snapshot: snap,
+        attempts: Object.freeze(
+          attempts.map((a) => Object.freeze({ ...a, failure: a.failure ? toError(a.failure) : null })),
+        ),
+        notes: Object.freeze(notes.map(([at, text]) => Object.freeze({ at, text }))),
+      }) as unknown as Diagnostics;
     },
     close() {
       if (closed) return;

@@ -38,6 +38,7 @@ export type {
   GapInfo,
   HoldfastClient,
   Message,
+  Note,
   Snapshot,
   Status,
   TransportName,

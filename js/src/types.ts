@@ -40,20 +40,30 @@ export interface GapInfo {
 /** One connection attempt, as recorded by `client.diagnostics()`. Never contains a token. */
 export interface Attempt {
   readonly transport: TransportName;
-  /** Date.now() when it started. */
+  /** A background probe of a higher rung (not the connection in use). */
+  readonly probe: boolean;
+  /** The URL tried, without the token. */
+  readonly url: string;
+  /** Date.now() values; null when it did not happen (yet). */
   readonly startedAt: number;
-  /** How long it lasted, or null while it is still running. */
-  readonly durationMs: number | null;
-  /** Whether events flowed on it. */
-  readonly opened: boolean;
-  /** Failure class (an error code) or null. */
-  readonly failure: string | null;
-  readonly message: string | null;
+  readonly openedAt: number | null;
+  readonly firstDataAt: number | null;
+  readonly endedAt: number | null;
+  /** Why it failed or ended, or null (running, or closed by the client). */
+  readonly failure: HoldfastError | null;
+}
+
+/** A decision worth explaining: fell back, moved up, shortened the ping interval, slept… */
+export interface Note {
+  readonly at: number;
+  readonly text: string;
 }
 
 export interface Diagnostics {
   readonly snapshot: Snapshot;
+  /** The most recent attempts, oldest first (bounded). */
   readonly attempts: readonly Attempt[];
+  readonly notes: readonly Note[];
 }
 
 /** Options for `createClient`. Only `url` is required. */

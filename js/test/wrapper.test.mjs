@@ -61,7 +61,13 @@ function fakeWasm() {
         this.emit([['state', { status: 'closed', transport: null, cursor: null, attempt: 0, lastError: null }]]);
       }
       diagnostics() {
-        return [[{ transport: 'websocket', failure: null }], [[1, 'note']]];
+        return [
+          [
+            { transport: 'websocket', probe: false, url: 'ws://h/realtime/ws', startedAt: 1, openedAt: null, firstDataAt: null, endedAt: 2, failure: ['upgrade_refused', 'refused', 'websocket'] },
+            { transport: 'sse', probe: false, url: 'http://h/realtime/sse', startedAt: 3, openedAt: 4, firstDataAt: 4, endedAt: null, failure: null },
+          ],
+          [[2, 'fell back to sse']],
+        ];
       }
       free() {
         this.freed = true;
@@ -265,4 +271,17 @@ test('a panic in the wasm module is reported as a typed error and the client res
   assert.match(errors[0].message, /index out of bounds/);
   assert.equal(w.clients.length, 2, 'a fresh engine was created');
   assert.equal(w.clients[1].options.since, '7', 'it resumes from the last cursor');
+});
+
+test('diagnostics() lists attempts with typed failures and the notes', () => {
+  const w = fakeWasm();
+  const c = core.createClientWith(() => w.api, { url: '/r' });
+  const d = c.diagnostics();
+  assert.equal(d.snapshot, c.snapshot());
+  assert.equal(d.attempts.length, 2);
+  assert.ok(d.attempts[0].failure instanceof core.HoldfastError);
+  assert.equal(d.attempts[0].failure.code, 'upgrade_refused');
+  assert.equal(d.attempts[1].failure, null);
+  assert.deepEqual(d.notes, [{ at: 2, text: 'fell back to sse' }]);
+  assert.ok(Object.isFrozen(d.attempts[0]));
 });
