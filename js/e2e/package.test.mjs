@@ -1,5 +1,6 @@
-// The built package in the ways people load it: the script-tag build, React hooks under
-// StrictMode (bundled by esbuild), server rendering in Node, and `Holdfast.diagnose`.
+// The built package in the ways people load it: the script-tag build, a Vite build, React
+// hooks under StrictMode (bundled by esbuild), server rendering in Node, and
+// `Holdfast.diagnose`.
 // Needs HOLDFAST_SERVER_BIN and HOLDFAST_PACKAGE_DIR (as tests/e2e; `cargo xtask test`).
 // Run: node --test js/e2e/ (with the two variables set)
 
@@ -70,11 +71,28 @@ before(async () => {
     logLevel: 'error',
   });
   cpSync(join(work, 'node_modules/holdfast/dist/holdfast_wasm_bg.wasm'), join(out, 'holdfast_wasm_bg.wasm'));
+  // Vite: an index.html and an entry importing the package; nothing configured.
+  writeFileSync(
+    join(work, 'index.html'),
+    `<!doctype html><meta charset="utf-8">${ICON}<p id="out">-</p><script type="module" src="./main.js"></script>`,
+  );
+  writeFileSync(
+    join(work, 'main.js'),
+    `import { createClient } from 'holdfast';
+     const topic = new URLSearchParams(location.search).get('topic');
+     const client = createClient({ url: '/realtime', params: { topic } });
+     window.received = [];
+     client.on('message', (m) => window.received.push(m.data.seq));
+     client.subscribe(() => { document.getElementById('out').textContent = client.snapshot().status; });`,
+  );
+  const { build: viteBuild } = await import('vite');
+  await viteBuild({ root: work, base: '/vite/', logLevel: 'error', build: { outDir: join(work, 'vite-out') } });
   site = makeSite({
     'script.html': SCRIPT_PAGE,
     'react.html': `<!doctype html><meta charset="utf-8">${ICON}<div id="root"></div><script type="module" src="/react/app.js"></script>`,
   });
   cpSync(out, join(site.dir, 'react'), { recursive: true });
+  cpSync(join(work, 'vite-out'), join(site.dir, 'vite'), { recursive: true });
   server = await startServer(['--static', site.dir]);
   browser = await launchBrowser();
 });
@@ -98,6 +116,17 @@ test('the script-tag build defines window.Holdfast and receives events in order'
     ['HoldfastError', 'createClient', 'diagnose', 'initialSnapshot'],
   );
   await page.evaluate(() => window.client.close());
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('a Vite build of an app importing holdfast emits the wasm and receives events', async () => {
+  const topic = 'vite';
+  const { page, problems } = await openPage(browser, `${server.url}/vite/index.html?topic=${topic}`);
+  await waitInPage(page, () => document.getElementById('out').textContent === 'open', null, { what: 'open' });
+  await publish(server.url, topic, [1, 2, 3].map((seq) => ({ type: 'tick', data: { seq } })));
+  await waitInPage(page, () => window.received.length >= 3, null, { what: '3 events' });
+  assert.deepEqual(await page.evaluate(() => window.received), [1, 2, 3]);
   assert.deepEqual(problems, []);
   await page.close();
 });
