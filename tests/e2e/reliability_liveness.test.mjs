@@ -1,0 +1,355 @@
+// Reliability scenarios 4, 5, 8 and 9: connections that die under the client — an idle
+// cut-off (with and without heartbeats, and one the adaptive heartbeat learns to stay
+// under), connections cut every 2 s on each rung, the browser going offline, the page
+// hidden while its connection died, and a machine that slept (a clock jump).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchBrowser, makeSite, startServer } from './harness.mjs';
+import {
+  RECORDER_PAGE,
+  assertDelivery,
+  collect,
+  errorCodes,
+  failureClasses,
+  finish,
+  openRecorder,
+  owedFrom,
+  report,
+  sleep,
+  startProxy,
+  steadyPublisher,
+  waitForSeq,
+  waitForSnapshot,
+  waitOpen,
+} from './faults.mjs';
+
+const BASE = {
+  backoff: { initialMs: 200, maxMs: 2000 },
+  timeouts: { openMs: 5000, raceMs: 3000, firstFrameMs: 1500, sseFirstBytesMs: 1500 },
+  remember: false,
+  probe: false,
+};
+// No per-IP limits: behind the proxy every request comes from 127.0.0.1.
+const LIMITS = ['--rate-per-ip', '0', '--conns-per-ip', '0'];
+/// Server heartbeats practically off (an hour).
+const NO_HEARTBEAT = ['--heartbeat-ms', '3600000'];
+
+let site, browser;
+
+before(async () => {
+  site = makeSite({ 'r.html': RECORDER_PAGE });
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  site?.remove();
+});
+
+/// A server, a proxy with `faults` in front, a publisher and a recording client.
+async function setup({ serverArgs, faults = {}, options, topic, publish = {}, beforeStart }) {
+  const server = await startServer(['--static', site.dir, ...LIMITS, '--poll-max-ms', '3000', ...serverArgs]);
+  const proxy = await startProxy(server.url, faults);
+  const publisher = steadyPublisher({ targets: [server.url], topic, ...publish });
+  let rec;
+  try {
+    rec = await openRecorder(browser, `${proxy.url}/r.html`, { url: '/realtime', params: { topic }, ...BASE, ...options }, { beforeStart });
+  } catch (e) {
+    await publisher.stop();
+    await proxy.stop();
+    await server.stop();
+    throw e;
+  }
+  return {
+    server,
+    proxy,
+    publisher,
+    ...rec,
+    async teardown() {
+      await publisher.stop();
+      await rec.close();
+      await proxy.stop();
+      await server.stop();
+    },
+  };
+}
+
+// ----- scenario 4: idle cut-off -----------------------------------------------------------
+
+// Events come slower than the proxy's idle cut-off, so only heartbeats can keep a
+// connection alive between them.
+
+test('scenario 4a: with heartbeats shorter than the idle cut-off, the connection is never cut', { timeout: 90_000 }, async () => {
+  const env = await setup({
+    topic: 's4a',
+    serverArgs: ['--heartbeat-ms', '700'],
+    faults: { paths: ['/realtime'], idleCutMs: 2000 },
+    options: { heartbeat: { intervalMs: 1000, timeoutMs: 500, maxMissed: 3 } },
+    publish: { intervalMs: 3000, perTick: 5 },
+  });
+  try {
+    await waitOpen(env.page, 'websocket');
+    const firstOwed = owedFrom(env.publisher, 5);
+    await sleep(12_000);
+    const stats = await env.proxy.stats();
+    const { result, audit: a } = await finish(env.page, env.publisher, { firstOwed });
+    const classes = failureClasses(result);
+    report('4a', a, result.snapshot.transport, classes, `idle cuts ${stats.cuts.idle}`);
+    assertDelivery(assert, a);
+    assert.equal(stats.cuts.idle, 0, 'the proxy never found the connection idle');
+    assert.equal(result.snapshot.transport, 'websocket');
+    assert.deepEqual(classes, [], 'no attempt failed');
+    assert.equal(result.attempts.length, 1, 'one connection for the whole scenario');
+    assert.deepEqual(env.problems, []);
+  } finally {
+    await env.teardown();
+  }
+});
+
+test('scenario 4b: with heartbeats off, the idle connection is cut, and the client reconnects and resumes', { timeout: 90_000 }, async () => {
+  const env = await setup({
+    topic: 's4b',
+    serverArgs: NO_HEARTBEAT,
+    faults: { paths: ['/realtime'], idleCutMs: 2000 },
+    // Client pings far apart: nothing crosses the connection between events.
+    options: { heartbeat: { intervalMs: 60_000, timeoutMs: 5000, maxMissed: 3 } },
+    publish: { intervalMs: 3000, perTick: 5 },
+  });
+  try {
+    await waitOpen(env.page, 'websocket');
+    const firstOwed = owedFrom(env.publisher, 5);
+    await sleep(14_000);
+    const stats = await env.proxy.stats();
+    const { result, audit: a } = await finish(env.page, env.publisher, { firstOwed });
+    const classes = failureClasses(result);
+    report('4b', a, result.snapshot.transport, classes, `idle cuts ${stats.cuts.idle}`);
+    assertDelivery(assert, a);
+    assert.ok(stats.cuts.idle >= 2, `the proxy cut idle connections (${stats.cuts.idle})`);
+    assert.equal(result.snapshot.transport, 'websocket', 'a cut is no reason to fall back');
+    assert.ok(
+      classes.length > 0 && classes.every((c) => ['closed_by_peer', 'idle_cutoff'].includes(c)),
+      `the cuts are classified as closed_by_peer/idle_cutoff: ${JSON.stringify(classes)}`,
+    );
+    assert.ok(result.attempts.every((x) => x.transport === 'websocket'), 'stayed on WebSocket');
+    assert.deepEqual(env.problems, []);
+  } finally {
+    await env.teardown();
+  }
+});
+
+test('scenario 4c: with a ping interval just above the idle cut-off, the adaptive heartbeat learns the cut-off and stays under it', { timeout: 120_000 }, async () => {
+  // The engine counts a death as an idle cut-off from 5 s of silence up, so this scenario
+  // uses a 6 s cut-off (Cloudflare's 100 s, scaled) and a 7 s ping interval.
+  const IDLE = 6000;
+  const env = await setup({
+    topic: 's4c',
+    serverArgs: NO_HEARTBEAT,
+    faults: { paths: ['/realtime'], idleCutMs: IDLE },
+    options: { heartbeat: { intervalMs: 7000, timeoutMs: 2000, maxMissed: 2 } },
+    publish: { intervalMs: 8000, perTick: 10 },
+  });
+  try {
+    await waitOpen(env.page, 'websocket');
+    const firstOwed = owedFrom(env.publisher, 10);
+    // Two cuts after the same idle time: the client names the cause and pings more often.
+    await env.page.waitForFunction(
+      () => {
+        const d = window.client.diagnostics();
+        const attempts = Array.isArray(d.attempts[0]) ? d.attempts[0] : d.attempts;
+        return attempts.some((a) => a.failure === 'idle_cutoff' || (Array.isArray(a.failure) && a.failure[0] === 'idle_cutoff'));
+      },
+      null,
+      { timeout: 60_000, polling: 200 },
+    ).catch(() => {});
+    const learned = await collect(env.page);
+    const cutsThen = (await env.proxy.stats()).cuts.idle;
+    // Then, for more than two event intervals (each longer than the cut-off), no more cuts.
+    await waitOpen(env.page, 'websocket');
+    await sleep(18_000);
+    const cutsAfter = (await env.proxy.stats()).cuts.idle;
+    const { result, audit: a } = await finish(env.page, env.publisher, { firstOwed });
+    const classes = failureClasses(result);
+    report('4c', a, result.snapshot.transport, classes, `idle cuts before learning ${cutsThen}, after ${cutsAfter - cutsThen}`);
+    assert.ok(failureClasses(learned).includes('idle_cutoff'), `idle cut-off detected: ${JSON.stringify(failureClasses(learned))}`);
+    assert.equal(cutsAfter - cutsThen, 0, 'no idle cut once the ping interval was shortened');
+    assertDelivery(assert, a);
+    assert.equal(result.snapshot.transport, 'websocket');
+    assert.deepEqual(env.problems, []);
+  } finally {
+    await env.teardown();
+  }
+});
+
+// ----- scenario 5: every connection cut every 2 s ---------------------------------------------
+
+for (const rung of ['websocket', 'sse', 'polling']) {
+  test(`scenario 5 (${rung}): with every connection cut every 2 s for 20 s, ${rung} alone delivers every event once, in order`, { timeout: 90_000 }, async () => {
+    const env = await setup({
+      topic: `s5-${rung}`,
+      serverArgs: ['--heartbeat-ms', '1000'],
+      options: { transports: [rung], heartbeat: { intervalMs: 3000, timeoutMs: 1500, maxMissed: 2 } },
+    });
+    try {
+      await waitOpen(env.page, rung);
+      const firstOwed = owedFrom(env.publisher);
+      // Streams are cut 2 s after they open; short requests (polls) rarely live that
+      // long, so every 2 s everything open is cut as well.
+      await env.proxy.set({ paths: ['/realtime'], cutEveryMs: 2000 });
+      for (let i = 0; i < 10; i++) {
+        await sleep(2000);
+        await env.proxy.cut();
+      }
+      await env.proxy.set({});
+      const stats = await env.proxy.stats();
+      const cuts = stats.cuts.every + stats.cuts.manual;
+      // The last cut may not have reached the client yet: let it reconnect, then flow.
+      await sleep(500);
+      await waitOpen(env.page, rung);
+      await sleep(2000);
+      const { result, audit: a } = await finish(env.page, env.publisher, { firstOwed });
+      const classes = failureClasses(result);
+      report(`5 (${rung})`, a, result.snapshot.transport, classes, `connections cut ${cuts}, errors [${errorCodes(result)}]`);
+      assertDelivery(assert, a);
+      assert.ok(cuts >= 8, `the proxy cut connections (${cuts})`);
+      assert.equal(result.snapshot.transport, rung);
+      assert.ok(errorCodes(result).length > 0, 'the client reported the lost connections');
+      assert.ok(
+        classes.every((c) => ['closed_by_peer', 'network_error', 'heartbeat_timeout', 'open_timeout', 'idle_cutoff'].includes(c)),
+        `only connection-loss classes: ${JSON.stringify(classes)}`,
+      );
+      assert.deepEqual(env.problems, []);
+    } finally {
+      await env.teardown();
+    }
+  });
+}
+
+// ----- scenario 8: offline, then online ---------------------------------------------------------
+
+test('scenario 8: offline pauses the client (status offline, no attempts) and online resumes at once, nothing lost', { timeout: 90_000 }, async () => {
+  const env = await setup({
+    topic: 's8',
+    // Registered before the client's own listeners, so these times come first.
+    beforeStart: (page) =>
+      page.evaluate(() => {
+        window.addEventListener('offline', () => (window.offlineAt = Date.now()));
+        window.addEventListener('online', () => (window.onlineAt = Date.now()));
+      }),
+    serverArgs: ['--heartbeat-ms', '1000'],
+    // A long backoff: a reconnect driven by it would come 10 s or more after `online`.
+    options: { backoff: { initialMs: 20_000, maxMs: 30_000 }, heartbeat: { intervalMs: 3000, timeoutMs: 1500, maxMissed: 2 } },
+  });
+  try {
+    await waitOpen(env.page, 'websocket');
+    const firstOwed = owedFrom(env.publisher);
+    await sleep(1500);
+    await env.context.setOffline(true);
+    await waitForSnapshot(env.page, `(s) => s.status === 'offline'`, { timeoutMs: 5000, what: 'status offline' });
+    await sleep(3000);
+    const during = await collect(env.page);
+    await env.context.setOffline(false);
+    await waitOpen(env.page, 'websocket', 10_000);
+    await sleep(1500);
+    const { result, audit: a } = await finish(env.page, env.publisher, { firstOwed });
+    const { offlineAt, onlineAt } = await env.page.evaluate(() => ({ offlineAt: window.offlineAt, onlineAt: window.onlineAt }));
+    const classes = failureClasses(result);
+    const whileOffline = result.attempts.filter((x) => x.startedAt > offlineAt && x.startedAt < onlineAt);
+    const afterOnline = result.attempts.filter((x) => x.startedAt >= onlineAt);
+    const delay = afterOnline.length ? afterOnline[0].startedAt - onlineAt : null;
+    report(8, a, result.snapshot.transport, classes, `errors [${errorCodes(result)}], first attempt ${delay} ms after online`);
+    if (process.env.HOLDFAST_E2E_DEBUG) console.log(JSON.stringify({ offlineAt, onlineAt, attempts: result.attempts, states: result.states, errors: result.errors }, null, 1));
+    assertDelivery(assert, a);
+    assert.ok(offlineAt && onlineAt, 'the browser fired offline and online');
+    assert.equal(during.snapshot.status, 'offline');
+    assert.ok(errorCodes(result).includes('offline'), 'the client reported offline');
+    assert.equal(whileOffline.length, 0, 'no connection attempt while offline');
+    assert.ok(afterOnline.length >= 1, 'reconnected after online');
+    // "At once": not after the (20 s) backoff, but as a reaction to the online event.
+    assert.ok(delay < 2000, `the first attempt started ${delay} ms after online`);
+    assert.equal(afterOnline[0].failure, null, 'the first attempt after online worked');
+    assert.equal(result.snapshot.transport, 'websocket', 'offline is no reason to fall back');
+    assert.ok(classes.every((c) => c === 'offline'), `no rung failure: ${JSON.stringify(classes)}`);
+    assert.deepEqual(env.problems, []);
+  } finally {
+    await env.teardown();
+  }
+});
+
+// ----- scenario 9: hidden page, sleeping machine ---------------------------------------------
+
+/// Makes the page's WebSocket silently dead (a half-open connection: nothing arrives, no
+/// close) while new connections work: every chunk of the open connection is delayed by
+/// two minutes, then the fault is lifted for connections opened later.
+async function killSilently(proxy) {
+  await proxy.set({ paths: ['/realtime'], latencyMs: 120_000 });
+  await sleep(100);
+}
+
+test('scenario 9a: a page shown again checks its connection at once and replaces a dead one without loss', { timeout: 90_000 }, async () => {
+  const env = await setup({
+    topic: 's9a',
+    serverArgs: ['--heartbeat-ms', '1000'],
+    // Ordinary detection would take 20 s + 5 × 1.5 s; the check on `visible` takes one pong timeout.
+    options: { heartbeat: { intervalMs: 20_000, timeoutMs: 1500, maxMissed: 5 } },
+  });
+  try {
+    await waitOpen(env.page, 'websocket');
+    const firstOwed = owedFrom(env.publisher);
+    await sleep(1000);
+    await env.page.evaluate(() => {
+      window.__visibility = 'hidden';
+      document.dispatchEvent(new Event('visibilitychange'));
+    });
+    await killSilently(env.proxy);
+    await sleep(3000);
+    await env.proxy.set({});
+    const target = env.publisher.last();
+    await env.page.evaluate(() => {
+      window.__visibility = 'visible';
+      document.dispatchEvent(new Event('visibilitychange'));
+    });
+    await waitForSeq(env.page, target, 10_000);
+    const { result, audit: a } = await finish(env.page, env.publisher, { firstOwed });
+    const classes = failureClasses(result);
+    report('9a', a, result.snapshot.transport, classes);
+    assertDelivery(assert, a);
+    assert.ok(classes.includes('heartbeat_timeout'), `the dead connection was found by a ping: ${JSON.stringify(classes)}`);
+    assert.equal(result.snapshot.transport, 'websocket');
+    assert.deepEqual(env.problems, []);
+  } finally {
+    await env.teardown();
+  }
+});
+
+test('scenario 9b: after a simulated sleep (the clock jumps a minute) the client checks its connection and replaces a dead one without loss', { timeout: 90_000 }, async () => {
+  const env = await setup({
+    topic: 's9b',
+    serverArgs: ['--heartbeat-ms', '1000'],
+    // Without the clock-jump check a dead connection takes 4 s + 20 × 1.5 s to notice.
+    options: { heartbeat: { intervalMs: 4000, timeoutMs: 1500, maxMissed: 20 } },
+  });
+  try {
+    await waitOpen(env.page, 'websocket');
+    const firstOwed = owedFrom(env.publisher);
+    await sleep(1000);
+    // The network died with the machine asleep: first the connection goes silent, then,
+    // with no event re-arming the client's timer, the wall clock jumps.
+    await killSilently(env.proxy);
+    await sleep(500);
+    await env.page.evaluate(() => (window.__clockOffset += 60_000));
+    await sleep(200);
+    await env.proxy.set({});
+    const target = env.publisher.last();
+    await waitForSeq(env.page, target, 15_000);
+    const { result, audit: a } = await finish(env.page, env.publisher, { firstOwed });
+    const classes = failureClasses(result);
+    report('9b', a, result.snapshot.transport, classes);
+    assertDelivery(assert, a);
+    assert.ok(classes.includes('heartbeat_timeout'), `the dead connection was found by a ping: ${JSON.stringify(classes)}`);
+    assert.equal(result.snapshot.transport, 'websocket');
+    assert.deepEqual(env.problems, []);
+  } finally {
+    await env.teardown();
+  }
+});
