@@ -536,6 +536,14 @@ impl<D: Clone> Engine<D> {
             c.poll_items = true;
         }
         if !c.established {
+            // A refusal is sent in-band before the close (`error` frame, then 4401): it
+            // proves nothing about the rung, so it must not win the round.
+            if items.iter().all(|i| matches!(i, Item::ServerError { .. })) {
+                for item in items {
+                    self.on_item(id, item, now);
+                }
+                return;
+            }
             self.establish(id, now);
         }
         if self.session_conn != Some(id) {
@@ -716,6 +724,10 @@ impl<D: Clone> Engine<D> {
                 err_code = ErrorCode::IdleCutoff;
                 msg = m;
             }
+        }
+        if !reason.is_empty() && code != Some(4429) && code != Some(1013) {
+            msg.push_str(": ");
+            msg.push_str(reason);
         }
         msg.push_str(" (");
         msg.push_str(t.as_str());

@@ -1343,3 +1343,44 @@ fn a_post_rejected_for_its_token_asks_for_a_new_one_and_is_sent_again() {
         "the stream was never interrupted"
     );
 }
+
+#[test]
+fn an_in_band_websocket_refusal_does_not_count_as_connected_and_does_not_fall_back() {
+    let mut o = opts();
+    o.use_token = true;
+    let mut h = H::started(o);
+    h.input(Input::Token(Ok("old".into())));
+    let (ws, _, _) = h.last_conn();
+    h.opened(ws);
+    h.items(
+        ws,
+        vec![Item::ServerError {
+            code: "token_expired".into(),
+            message: "token past its exp".into(),
+        }],
+    );
+    assert_eq!(
+        h.status(),
+        Status::Connecting,
+        "an error frame proves nothing"
+    );
+    h.input(Input::Closed {
+        conn: ws,
+        code: Some(4402),
+        reason: "token_expired".into(),
+    });
+    assert_eq!(
+        h.errors(),
+        [ErrorCode::ServerError, ErrorCode::Unauthorized]
+    );
+    assert!(
+        h.error_messages()[1].contains("token_expired"),
+        "the close reason is shown"
+    );
+    assert_eq!(h.count_cmd(|c| matches!(c, Command::RequestToken)), 2);
+    assert!(
+        h.opens.iter().all(|o| o.2 == Transport::WebSocket),
+        "no fallback to SSE"
+    );
+    assert_eq!(h.count_cmd(|c| matches!(c, Command::Remember { .. })), 0);
+}
