@@ -44,6 +44,7 @@ export const CONNECTING: Snapshot = Object.freeze({
   nextRetryAt: null,
   outboxLength: 0,
   lastError: null,
+  pingIntervalMs: 30_000,
 });
 
 const fail = (option: string, what: string): never => {
@@ -289,6 +290,7 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
           const p = acks.get(ev[1] as string);
           acks.delete(ev[1] as string);
           if (p) ev[0] === 'ack' ? p[0]() : p[1](toError(ev.slice(2)));
+          else early.set(ev[1] as string, ev); // settled before send() returned its id
           break;
         }
         case 'token':
@@ -298,9 +300,15 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
     }
   };
 
+  const early = new Map<string, unknown[]>();
   const sendNow = (data: unknown, resolve: () => void, reject: (e: HoldfastError) => void) => {
     try {
-      acks.set(inner!.send(data), [resolve, reject]);
+      const msgId = inner!.send(data);
+      const ev = early.get(msgId);
+      early.delete(msgId);
+      if (!ev) acks.set(msgId, [resolve, reject]);
+      else if (ev[0] === 'ack') resolve();
+      else reject(toError(ev.slice(2)));
     } catch (e) {
       reject(toError(e));
     }
@@ -322,7 +330,11 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
       return;
     }
     live.set(id, recover);
-    inner.start();
+    try {
+      inner.start();
+    } catch {
+      return; // a panic: the hook already scheduled the recovery
+    }
     for (const [d, res, rej] of queued.splice(0)) sendNow(d, res, rej);
   };
 

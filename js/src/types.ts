@@ -21,6 +21,8 @@ export interface Snapshot {
   readonly outboxLength: number;
   /** The most recent error, if any. */
   readonly lastError: HoldfastError | null;
+  /** Current client ping interval (shortened below an observed proxy idle cut-off). */
+  readonly pingIntervalMs: number;
 }
 
 /** One server event, delivered exactly once and in order. */

@@ -51,6 +51,7 @@ function fakeWasm() {
         if (data === 'full') throw ['outbox_full', 'the outbox is full', null];
         const id = `m-${this.nextMsg++}`;
         this.calls.push(['send', id, data]);
+        if (data === 'sync-ack') this.emit([['ack', id]]);
         return id;
       }
       token(ok, value) {
@@ -284,4 +285,10 @@ test('diagnostics() lists attempts with typed failures and the notes', () => {
   assert.equal(d.attempts[1].failure, null);
   assert.deepEqual(d.notes, [{ at: 2, text: 'fell back to sse' }]);
   assert.ok(Object.isFrozen(d.attempts[0]));
+});
+
+test('an acknowledgement that arrives before send() returned still resolves the promise', async () => {
+  const w = fakeWasm();
+  const c = core.createClientWith(() => w.api, { url: '/r' });
+  await c.send('sync-ack');
 });
