@@ -382,7 +382,19 @@ impl Sim {
             }
             Mode::Auth => {
                 if t == Transport::WebSocket {
+                    // Refused in-band, as the reference server does: error frame, then close.
                     self.on_conn(c, Input::Opened { conn: c });
+                    let refusal = Item::ServerError {
+                        code: "token_invalid".into(),
+                        message: String::new(),
+                    };
+                    self.on_conn(
+                        c,
+                        Input::Items {
+                            conn: c,
+                            items: vec![refusal],
+                        },
+                    );
                     self.on_conn(
                         c,
                         Input::Closed {

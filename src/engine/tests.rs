@@ -1384,3 +1384,48 @@ fn an_in_band_websocket_refusal_does_not_count_as_connected_and_does_not_fall_ba
     );
     assert_eq!(h.count_cmd(|c| matches!(c, Command::Remember { .. })), 0);
 }
+
+/// Not a test of behaviour: measures how many events per second the engine turns from
+/// decoded batches into app messages. `cargo test --release -p holdfast --lib throughput -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn throughput_of_event_batches() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    h.drain();
+    let batches = 20_000u64;
+    let per = 16u64;
+    let items: Vec<Vec<Item<serde_json::Value>>> = (0..batches)
+        .map(|b| {
+            (0..per)
+                .map(|i| Item::Event {
+                    id: Some(format!("1700000000000-{}", b * per + i)),
+                    kind: "t".into(),
+                    data: serde_json::Value::Null,
+                })
+                .collect()
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    let mut n = 0u64;
+    for batch in items {
+        h.e.handle(
+            Input::Items {
+                conn: ws,
+                items: batch,
+            },
+            h.now,
+        );
+        while let Some(o) = h.e.poll_output() {
+            if matches!(o, Output::Event(AppEvent::Message { .. })) {
+                n += 1;
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(n, batches * per);
+    println!(
+        "engine: {n} events in {secs:.3} s = {:.0} events/s (16 per batch)",
+        n as f64 / secs
+    );
+}

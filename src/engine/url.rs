@@ -323,12 +323,10 @@ impl Endpoints {
                 .map(|u| u.to_string_with(&[]))
                 .unwrap_or_default(),
         };
+        // Per endpoint, not per topic: which rung gets through is a property of the path
+        // (proxies, firewalls), the same for every topic behind it.
         let mut memory_key = String::from("holdfast.rung ");
         memory_key.push_str(&key_base);
-        if let Some(t) = &options.topic {
-            memory_key.push(' ');
-            memory_key.push_str(t);
-        }
         Ok(Endpoints {
             websocket,
             sse,
