@@ -147,6 +147,10 @@ pub struct Engine<D> {
     server_heartbeat: Option<u64>,
     idle_deaths: Vec<u64>,
 
+    stalls: u32,
+    stall_rung: usize,
+    demoted_at: Option<Millis>,
+
     delivery: Delivery,
     /// The newest id the current session's server named in its hello.
     session_hello: Option<String>,
@@ -224,6 +228,9 @@ impl<D: Clone> Engine<D> {
             ping_interval: options.heartbeat.ping_interval_ms,
             server_heartbeat: None,
             idle_deaths: Vec::new(),
+            stalls: 0,
+            stall_rung: 0,
+            demoted_at: None,
             delivery: Delivery::new(options.dedup_window),
             session_hello: None,
             outbox: VecDeque::new(),
@@ -1297,7 +1304,14 @@ impl<D: Clone> Engine<D> {
                     t.as_str(),
                 ]),
             );
-            self.probe_delay = self.options.probe.initial_ms;
+            // After a stall demotion the probe backoff is kept, or a rung that opens and
+            // then stalls would be re-probed every `initial_ms`.
+            let recent = self
+                .demoted_at
+                .is_some_and(|t| now.saturating_sub(t) < self.options.probe.max_ms);
+            if !recent {
+                self.probe_delay = self.options.probe.initial_ms;
+            }
             self.probe_target = 0;
         } else if rung > 0 {
             let failed: Vec<&str> = self.ladder[..rung].iter().map(|t| t.as_str()).collect();
@@ -1487,6 +1501,7 @@ impl<D: Clone> Engine<D> {
             }
         }
         self.start_rung = c.rung;
+        self.note_stall(&c, &err, action, now);
         match action {
             Action::Now => self.start_round(now),
             Action::Auth => {
@@ -1499,6 +1514,34 @@ impl<D: Clone> Engine<D> {
                 self.attempt += 1;
                 self.retry_at = Some(now + delay);
             }
+        }
+    }
+
+    /// A rung whose sessions open, then go dead (heartbeat timeouts) twice in a row passes
+    /// the first frame but not the stream (a proxy that buffers after the first bytes):
+    /// the next round starts one rung lower, and probes try it again later with backoff.
+    fn note_stall(&mut self, c: &Conn, err: &HoldfastError, action: Action, now: Millis) {
+        if err.code != ErrorCode::HeartbeatTimeout || action != Action::Retry {
+            self.stalls = 0;
+            return;
+        }
+        if self.stall_rung == c.rung {
+            self.stalls += 1;
+        } else {
+            self.stall_rung = c.rung;
+            self.stalls = 1;
+        }
+        if self.stalls >= 2 && c.rung + 1 < self.ladder.len() {
+            self.stalls = 0;
+            self.start_rung = c.rung + 1;
+            self.demoted_at = Some(now);
+            self.probe_delay = (self.probe_delay.saturating_mul(2)).min(self.options.probe.max_ms);
+            let note = cat(&[
+                c.transport.as_str(),
+                " went silent twice after opening (heartbeat timeouts): stepping down to ",
+                self.ladder[c.rung + 1].as_str(),
+            ]);
+            self.diagnostics.note(now, note);
         }
     }
 

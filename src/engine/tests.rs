@@ -1429,3 +1429,40 @@ fn throughput_of_event_batches() {
         n as f64 / secs
     );
 }
+
+#[test]
+fn a_websocket_that_goes_silent_after_its_hello_twice_steps_down_to_sse() {
+    let mut h = H::started(opts());
+    for _ in 0..2 {
+        h.advance_until_open();
+        let ws = h.connect_last();
+        assert_eq!(h.e.snapshot().transport, Some(Transport::WebSocket));
+        h.advance(45_000); // pings go unanswered
+        assert!(!h.is_open(ws));
+    }
+    assert_eq!(
+        h.errors(),
+        [ErrorCode::HeartbeatTimeout, ErrorCode::HeartbeatTimeout]
+    );
+    h.advance_until_open();
+    assert_eq!(h.last_conn().1, Transport::Sse);
+    assert!(h
+        .e
+        .diagnostics()
+        .notes
+        .iter()
+        .any(|n| n.text.contains("stepping down to sse")));
+    // It comes back up later through a probe.
+    h.connect_last();
+    h.advance(59_999);
+    h.input(Input::Activity {
+        conn: h.conn_of(Transport::Sse),
+        bytes: 1,
+    });
+    h.advance(1);
+    assert_eq!(
+        h.last_conn().1,
+        Transport::WebSocket,
+        "probed after a doubled delay"
+    );
+}
