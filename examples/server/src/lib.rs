@@ -156,6 +156,10 @@ pub async fn serve(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<(), S
 
     let mut stop = shutdown.clone();
     let router = server::router(app);
+    // Realtime frames are small and latency matters: no Nagle delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

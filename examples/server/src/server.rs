@@ -380,8 +380,12 @@ async fn ws_common(
         }
     });
     let max = app.cfg.max_frame_bytes;
+    // tungstenite's default 128 KiB read buffer per socket dominates idle memory: frames
+    // from clients are small (pings, sends), so start small; it grows for large messages.
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             match verdict {
                 Err(close) => {
