@@ -76,6 +76,22 @@ function checkNumbers(
   return out;
 }
 
+/** The URL checks that can be made before the engine runs (it checks again, fully). */
+function checkUrl(name: string, v: string) {
+  const page = typeof location === 'object' && location ? location : null;
+  let u: URL;
+  try {
+    // Without a page (a worker, tests) a path is only checked for syntax here.
+    u = new URL(v, page?.href ?? 'http://localhost/');
+  } catch {
+    return fail(name, `is not a valid URL: ${JSON.stringify(v)}`);
+  }
+  if (!/^(https?|wss?):$/.test(u.protocol))
+    fail(name, `must use http:, https:, ws: or wss: (or be a path on this page's server), not ${u.protocol} in ${JSON.stringify(v)}`);
+  if (page?.protocol === 'https:' && /^(http|ws):$/.test(u.protocol))
+    fail(name, `is not secure but the page is served over https: browsers block it (mixed content); use https:/wss: in ${JSON.stringify(v)}`);
+}
+
 const KNOWN = [
   'url', 'transports', 'urls', 'params', 'since', 'token', 'heartbeat', 'backoff', 'polling',
   'timeouts', 'probe', 'eventSource', 'maxFrameBytes', 'outboxLimit', 'remember', 'maxAttempts',
@@ -89,6 +105,7 @@ export function normalizeOptions(options: ClientOptions): Record<string, unknown
   const o = options as unknown as Record<string, unknown>;
   for (const k of Object.keys(o)) if (!KNOWN.includes(k)) fail(k, `is not an option (known: ${KNOWN.join(', ')})`);
   if (typeof o.url !== 'string' || !o.url.trim()) fail('url', 'is required: the base URL or path of the realtime endpoints, e.g. "/realtime"');
+  checkUrl('url', o.url as string);
   const out: Record<string, unknown> = { url: o.url };
   if (o.transports !== undefined) {
     const t = o.transports;
@@ -105,6 +122,7 @@ export function normalizeOptions(options: ClientOptions): Record<string, unknown
       if (![...TRANSPORTS, 'send'].includes(k)) fail(`urls.${k}`, 'is not a rung; use websocket, sse, polling or send');
       if (v === undefined) continue;
       if (typeof v !== 'string' || !v) fail(`urls.${k}`, 'must be a non-empty string');
+      checkUrl(`urls.${k}`, v as string);
       u[k] = v as string;
     }
     out.urls = u;

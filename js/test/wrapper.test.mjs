@@ -39,7 +39,7 @@ function fakeWasm() {
     },
     WasmClient: class {
       constructor(id, options, emit) {
-        if (options.url === 'bad') throw ['invalid_url', 'the URL "bad" is not absolute', null];
+        if (options.url === '/bad') throw ['invalid_url', 'the URL "/bad" is relative but there is no page to resolve it against', null];
         Object.assign(this, { id, options, emit, calls: [], nextMsg: 1, freed: false });
         w.clients.push(this);
       }
@@ -99,6 +99,9 @@ test('invalid options throw a HoldfastError naming the option, synchronously', (
     [{ url: '/r', urls: { carrier: '/x' } }, 'options.urls.carrier'],
     [{ url: '/r', maxFrameBytes: 1.5 }, 'options.maxFrameBytes'],
     [{ url: '/r', tranports: ['sse'] }, 'options.tranports'],
+    [{ url: 'ftp://example.test/realtime' }, 'options.url'],
+    [{ url: 'http://[bad' }, 'options.url'],
+    [{ url: '/r', urls: { websocket: 'gopher://x/ws' } }, 'options.urls.websocket'],
   ];
   for (const [options, name] of bad) {
     assert.throws(
@@ -112,7 +115,7 @@ test('invalid options throw a HoldfastError naming the option, synchronously', (
 
 test('an error from the engine at creation closes the client with that typed error', () => {
   const w = fakeWasm();
-  const c = core.createClientWith(() => w.api, { url: 'bad' });
+  const c = core.createClientWith(() => w.api, { url: '/bad' });
   assert.equal(c.snapshot().status, 'closed');
   assert.equal(c.snapshot().lastError.code, 'invalid_url');
   assert.ok(c.snapshot().lastError instanceof core.HoldfastError);
