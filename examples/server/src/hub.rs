@@ -184,6 +184,14 @@ impl Hub {
         })
     }
 
+    /// Whether the history store answers (always, in memory mode).
+    pub async fn store_ok(&self) -> bool {
+        match &self.redis {
+            None => true,
+            Some(store) => store.ping().await,
+        }
+    }
+
     pub fn is_redis(&self) -> bool {
         self.redis.is_some()
     }

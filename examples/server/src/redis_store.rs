@@ -89,6 +89,16 @@ impl RedisStore {
         })
     }
 
+    pub async fn ping(&self) -> bool {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut conn);
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), ping).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// A connection of its own for a blocking `XREAD` (it would stall a shared one).
     pub async fn blocking_connection(&self) -> Result<MultiplexedConnection, StoreError> {
         let cfg = AsyncConnectionConfig::new()

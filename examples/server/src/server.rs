@@ -135,7 +135,11 @@ fn refusal_response(r: Refusal) -> Response {
     }
 }
 
-fn hub_error_response(e: &HubError) -> Response {
+fn hub_error_response(app: &App, e: &HubError) -> Response {
+    app.metrics.reject(match e {
+        HubError::BadTopic(_) => "bad_request",
+        _ => "unavailable",
+    });
     match e {
         HubError::BadTopic(_) => error(400, "bad_request", &e.to_string(), None),
         HubError::TooManyTopics | HubError::Store(_) => {
@@ -176,6 +180,7 @@ fn now_secs() -> u64 {
 /// Everything a subscriber rung checks before streaming.
 struct Admitted {
     slot: Slot,
+    ip: IpAddr,
     topic: String,
     since: Option<EventId>,
 }
@@ -242,6 +247,7 @@ fn admit(
         let slot = app.limits.admit(ip, transport).map_err(Refused::Limit)?;
         Ok(Admitted {
             slot,
+            ip,
             topic: topic.clone(),
             since,
         })
@@ -422,6 +428,7 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
     let (sub, mut cursor, hello) = match start(&app, &a, Transport::Ws).await {
         Ok(x) => x,
         Err(e) => {
+            app.metrics.reject("unavailable");
             let frame = json!({"type":"error","code":"unavailable","message": e.to_string()});
             close_ws(
                 &mut socket,
@@ -468,6 +475,7 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
         {
             Ok(b) => b,
             Err(e) => {
+                app.metrics.reject("unavailable");
                 let frame = json!({"type":"error","code":"unavailable","message": e.to_string()});
                 close_ws(
                     &mut socket,
@@ -527,7 +535,7 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
                     return;
                 }
                 Some(Ok(Message::Text(t))) => {
-                    if let Some(reply) = ws_upstream(&app, &a.topic, t.as_str()).await {
+                    if let Some(reply) = ws_upstream(&app, &a.topic, a.ip, t.as_str()).await {
                         if socket.send(Message::Text(reply.into())).await.is_err() {
                             return;
                         }
@@ -560,7 +568,7 @@ fn is_too_large(e: axum::Error) -> bool {
 }
 
 /// Handles one client frame; returns the reply, if any.
-async fn ws_upstream(app: &App, topic: &str, text: &str) -> Option<String> {
+async fn ws_upstream(app: &App, topic: &str, ip: IpAddr, text: &str) -> Option<String> {
     if text.trim() == "ping" {
         return Some(r#"{"type":"pong"}"#.to_string());
     }
@@ -576,13 +584,27 @@ async fn ws_upstream(app: &App, topic: &str, text: &str) -> Option<String> {
             let Some(id) = v.get("id").and_then(id_text) else {
                 return bad("send needs an `id` (string, at most 200 characters)");
             };
+            // Upstream messages share the address's request budget; a refused one is not
+            // acknowledged, so the client's outbox sends it again after `retryAfter`.
+            if let Err(r) = app.limits.rate(ip) {
+                app.metrics.reject(r.metric());
+                return Some(
+                    json!({"type":"error","code":"rate_limited","id": id,
+                        "retryAfter": r.retry_after(),
+                        "message": "too many messages from this address: retry after the given seconds"})
+                    .to_string(),
+                );
+            }
             let data = v.get("data").cloned().unwrap_or(Value::Null);
             match apply_send(app, topic, &id, data).await {
                 Ok(()) => Some(json!({"type":"ack","id": id}).to_string()),
-                Err(e) => Some(
-                    json!({"type":"error","code":"unavailable","id": id,"message": e.to_string()})
-                        .to_string(),
-                ),
+                Err(e) => {
+                    app.metrics.reject("unavailable");
+                    Some(
+                        json!({"type":"error","code":"unavailable","id": id,"message": e.to_string()})
+                            .to_string(),
+                    )
+                }
             }
         }
         _ => bad("unknown frame type: expected ping or send"),
@@ -659,7 +681,7 @@ async fn sse_common(
     };
     let (sub, cursor, hello) = match start(&app, &a, Transport::Sse).await {
         Ok(x) => x,
-        Err(e) => return hub_error_response(&e),
+        Err(e) => return hub_error_response(&app, &e),
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(8);
     let first = format!(": ok\n\nevent: hello\ndata: {hello}\n\n");
@@ -698,6 +720,7 @@ async fn sse_session(
         let batch = match app.hub.read_after(&sub.topic, cursor, READ_BATCH).await {
             Ok(b) => b,
             Err(e) => {
+                app.metrics.reject("unavailable");
                 let f = json!({"type":"error","code":"unavailable","message": e.to_string()});
                 let _ = tx
                     .send(Ok(Bytes::from(format!("event: error\ndata: {f}\n\n"))))
@@ -775,7 +798,7 @@ async fn poll_common(
     };
     let (sub, mut cursor, _hello) = match start(&app, &a, Transport::Poll).await {
         Ok(x) => x,
-        Err(e) => return hub_error_response(&e),
+        Err(e) => return hub_error_response(&app, &e),
     };
     let wait = Duration::from_millis(
         q.wait
@@ -789,7 +812,7 @@ async fn poll_common(
         wake.borrow_and_update();
         let batch = match app.hub.read_after(&sub.topic, cursor, POLL_BATCH).await {
             Ok(b) => b,
-            Err(e) => return hub_error_response(&e),
+            Err(e) => return hub_error_response(&app, &e),
         };
         cursor = batch.cursor;
         if batch.reset.is_some() || !batch.events.is_empty() || *shutdown.borrow() {
@@ -884,8 +907,7 @@ async fn send_common(
         .or_else(|| q.topic.clone())
         .unwrap_or_else(|| "default".to_string());
     if !valid_topic(&topic) {
-        app.metrics.reject("bad_request");
-        return hub_error_response(&HubError::BadTopic(topic));
+        return hub_error_response(&app, &HubError::BadTopic(topic));
     }
     let token = q.token.clone().or_else(|| bearer(&headers));
     if let Err(e) = app.auth.check(token.as_deref(), &topic, now_secs()) {
@@ -927,7 +949,7 @@ async fn send_common(
             json!({"type":"ack","id": key}).to_string(),
         )
             .into_response(),
-        Err(e) => hub_error_response(&e),
+        Err(e) => hub_error_response(&app, &e),
     }
 }
 
@@ -1014,7 +1036,7 @@ async fn publish_common(
             )
                 .into_response()
         }
-        Err(e) => hub_error_response(&e),
+        Err(e) => hub_error_response(&app, &e),
     }
 }
 
@@ -1052,10 +1074,24 @@ pub fn parse_publish(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
 // Health and metrics
 
 async fn health(State(app): S) -> Response {
+    let store_ok = app.hub.store_ok().await;
+    let status = if *app.shutdown.borrow() {
+        "stopping"
+    } else if !store_ok {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
+        code,
         [(header::CONTENT_TYPE, "application/json")],
         json!({
-            "status": if *app.shutdown.borrow() { "stopping" } else { "ok" },
+            "status": status,
             "store": if app.hub.is_redis() { "redis" } else { "memory" },
             "subscribers": app.limits.open(),
             "topics": app.hub.topic_count(),

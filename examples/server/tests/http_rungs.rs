@@ -406,3 +406,41 @@ async fn the_demo_generator_publishes_a_deployment_on_topic_demo() {
     let status: Value = serde_json::from_str(&events[0].data).unwrap();
     assert_eq!(status["deploymentId"], "deploy-1");
 }
+
+#[tokio::test]
+async fn events_older_than_the_age_limit_are_dropped_and_a_stale_cursor_gets_a_reset() {
+    let s = Server::start(&["--history-secs", "1"]);
+    let old = publish_n(&s, "age", 0, 2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    publish_n(&s, "age", 2, 1).await;
+    let (_, v) = poll(&s, &format!("topic=age&since={}", old[0])).await;
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(events[0]["type"], "reset", "{v}");
+    assert_eq!(events[0]["reason"], "history_trimmed");
+    assert_eq!(ns(&events[1..]), vec![2]);
+}
+
+#[tokio::test]
+async fn a_plain_get_on_the_websocket_endpoint_names_the_missing_upgrade() {
+    let s = Server::start(&[]);
+    let res = http().get(s.url("/ws?topic=a")).send().await.unwrap();
+    assert_eq!(res.status(), 426);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"], "upgrade_required");
+    assert!(v["message"].as_str().unwrap().contains("Upgrade"));
+}
+
+#[tokio::test]
+async fn shutdown_ends_sse_streams_and_returns_held_polls() {
+    let mut s = Server::start(&[]);
+    let mut sse = Sse::open(&s.url("/sse?topic=bye"), None).await;
+    assert_eq!(sse.next().await.unwrap().event, "hello");
+    let url = s.url("/poll?topic=bye&wait=20000");
+    let held = tokio::spawn(async move { http().get(url).send().await.unwrap().status() });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    s.terminate();
+    assert!(sse.next().await.is_none(), "the SSE stream ends");
+    let status = tokio::time::timeout(STEP, held).await.unwrap().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(s.wait_exit(), Some(0));
+}

@@ -168,3 +168,15 @@ async fn a_missing_redis_is_a_clear_startup_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot use --redis"), "{err}");
 }
+
+#[tokio::test]
+async fn health_turns_503_degraded_when_redis_goes_away() {
+    let Some(r) = redis() else { return };
+    let s = redis_server(&r, &[]);
+    let health = format!("http://127.0.0.1:{}/health", s.port);
+    assert_eq!(http().get(&health).send().await.unwrap().status(), 200);
+    drop(r);
+    let res = http().get(&health).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "degraded");
+}

@@ -211,3 +211,47 @@ async fn publishing_without_a_key_is_open_on_loopback() {
     let ids = publish_n(&s, "open", 0, 1).await;
     assert_eq!(ids.len(), 1);
 }
+
+#[tokio::test]
+async fn websocket_sends_over_the_rate_are_refused_unacknowledged_and_not_applied() {
+    let s = Server::start(&["--rate-per-ip", "1"]);
+    let mut ws = ws_connect(&s.ws_url("topic=flood")).await;
+    assert!(matches!(ws_next(&mut ws).await, Frame::One(v) if v["type"] == "hello"));
+    for i in 0..6 {
+        ws_send(
+            &mut ws,
+            serde_json::json!({"type":"send","id": format!("m{i}"),"data": i}),
+        )
+        .await;
+    }
+    let (mut acks, mut refused, mut applied) = (0, 0, 0);
+    while acks + refused < 6 {
+        let items = match ws_next(&mut ws).await {
+            Frame::One(v) => vec![v],
+            Frame::Batch(a) => a,
+            other => panic!("{other:?}"),
+        };
+        for v in items {
+            match v["type"].as_str() {
+                Some("ack") => acks += 1,
+                Some("error") => {
+                    assert_eq!(v["code"], "rate_limited");
+                    assert!(v["retryAfter"].as_u64().unwrap() >= 1);
+                    refused += 1;
+                }
+                Some("message") => applied += 1,
+                _ => {}
+            }
+        }
+    }
+    assert!(refused >= 1, "a 1/s budget cannot take 6 sends at once");
+    // Every acknowledged send is applied once; refused ones are not.
+    while applied < acks {
+        match ws_next(&mut ws).await {
+            Frame::One(v) if v["type"] == "message" => applied += 1,
+            Frame::Batch(a) => applied += a.len(),
+            _ => {}
+        }
+    }
+    assert_eq!(applied, acks);
+}
