@@ -19,11 +19,17 @@ const APT_TOOLS: &[(&str, &str)] = &[
     ("chromium-driver", "/usr/bin/chromedriver"),
     ("nginx", "/usr/sbin/nginx"),
     ("redis-server", "/usr/bin/redis-server"),
+    ("firefox-esr", "/usr/bin/firefox-esr"),
 ];
+
+/// geckodriver is built from crates.io (there is no Debian package); pinned so every
+/// machine drives Firefox the same way.
+const GECKODRIVER_VERSION: &str = "0.37.1";
 
 /// Everything `cargo xtask test` needs.
 pub fn ensure_all(ctx: &Ctx) -> Result<(), String> {
     ensure_apt_packages()?;
+    ensure_geckodriver()?;
     ensure_build_tools(ctx)
 }
 
@@ -67,6 +73,15 @@ fn ensure_wasm_bindgen_cli(ctx: &Ctx) -> Result<(), String> {
     run(Command::new("cargo").args(["install", "wasm-bindgen-cli", "--force", "--version", &wanted]))
 }
 
+fn ensure_geckodriver() -> Result<(), String> {
+    let have = capture(Command::new("geckodriver").arg("--version")).unwrap_or_default();
+    if have.split_whitespace().nth(1) == Some(GECKODRIVER_VERSION) {
+        return Ok(());
+    }
+    step(&format!("cargo install geckodriver --version {GECKODRIVER_VERSION} (about 4 minutes)"));
+    run(Command::new("cargo").args(["install", "geckodriver", "--force", "--version", GECKODRIVER_VERSION]))
+}
+
 /// `npm ci` when node_modules is missing or older than the lock file.
 fn ensure_npm_packages(dir: &Path) -> Result<(), String> {
     let lock = dir.join("package-lock.json");
@@ -79,8 +94,19 @@ fn ensure_npm_packages(dir: &Path) -> Result<(), String> {
         return Ok(());
     }
     step(&format!("npm ci in {}", dir.display()));
-    run(Command::new("npm")
+    let ci = run(Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir));
+    if ci.is_ok() {
+        return ci;
+    }
+    // The registry mirror here lacks some other platforms' optional binaries (Next.js's
+    // @next/swc-darwin-*, -win32-*), so npm leaves them out of the lock it writes and then
+    // `npm ci` calls that same lock out of sync. `npm install` takes every version the
+    // lock pins and only tolerates those absent entries.
+    step(&format!("npm ci refused the lock file; npm install in {}", dir.display()));
+    run(Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--no-save"])
         .current_dir(dir))
 }
 
@@ -129,6 +155,11 @@ pub fn locked_version(root: &Path, crate_name: &str) -> Result<String, String> {
 /// Chromedriver for wasm-bindgen-test-runner.
 pub fn chromedriver() -> Option<PathBuf> {
     which("chromedriver").or_else(|| Some(PathBuf::from("/usr/bin/chromedriver")).filter(|p| p.exists()))
+}
+
+/// geckodriver for wasm-bindgen-test-runner (installed by `cargo install` into CARGO_HOME/bin).
+pub fn geckodriver() -> Option<PathBuf> {
+    which("geckodriver")
 }
 
 fn is_newer_or_equal(a: &Path, b: &Path) -> bool {

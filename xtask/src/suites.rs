@@ -6,10 +6,11 @@
 //!               the deployment-config checks (real nginx).
 //! - `js`      — the TypeScript wrapper against a scripted fake of the wasm module
 //!               (`node --test js/test/`), no browser.
-//! - `browser` — wasm-bindgen-test files `tests/browser_*.rs` in headless Chromium, against a
-//!               reference server this driver starts.
+//! - `browser` — wasm-bindgen-test files `tests/browser_*.rs` in headless Chromium and then
+//!               headless Firefox, against a reference server this driver starts.
 //! - `e2e`     — Playwright (playwright-core driving /usr/bin/chromium) loading the built npm
-//!               package: `node --test tests/e2e/`.
+//!               package: `node --test tests/e2e/ examples/nextjs/test/` (the Next.js app is
+//!               built with `next build` and served by `next start`).
 //!
 //! Each suite's own output streams through; its counts are read from the runner's summary
 //! lines. The last line is `N passed, N failed`. A suite that cannot run (a build error)
@@ -37,7 +38,7 @@ const SUITES: &[&str] = &["native", "js", "browser", "e2e"];
 // stay inside CI's 90 minutes with room for the installs.
 const NATIVE_LIMIT: Duration = Duration::from_secs(25 * 60);
 const JS_LIMIT: Duration = Duration::from_secs(5 * 60);
-const BROWSER_LIMIT: Duration = Duration::from_secs(15 * 60);
+const BROWSER_LIMIT: Duration = Duration::from_secs(10 * 60);
 const E2E_LIMIT: Duration = Duration::from_secs(35 * 60);
 
 pub fn run_all(ctx: &Ctx, args: &[String]) -> Result<(), String> {
@@ -123,22 +124,38 @@ fn browser_suite(ctx: &Ctx) -> Result<Counts, String> {
     }
     let server_bin = procs::build_server(ctx, false)?;
     let server = RunningServer::start(&server_bin, &[])?;
-    let chromedriver = install::chromedriver().ok_or("chromedriver is not installed")?;
-    let mut cmd = Command::new("cargo");
-    cmd.args([
-        "test",
-        "-p",
-        "holdfast",
-        "--target",
-        "wasm32-unknown-unknown",
-        "--test",
-        "browser_*",
-    ])
-    .env("HOLDFAST_TEST_URL", &server.url)
-    .env("CHROMEDRIVER", chromedriver)
-    .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
-    .current_dir(&ctx.root);
-    stream_and_count(&mut cmd, BROWSER_LIMIT, parse_cargo_line)
+    // wasm-bindgen-test-runner picks the browser from the driver variable that is set, so
+    // each browser gets its own run with only its driver in the environment.
+    let drivers = [
+        ("Chromium", "CHROMEDRIVER", install::chromedriver()),
+        ("Firefox", "GECKODRIVER", install::geckodriver()),
+    ];
+    let mut total = Counts::default();
+    for (browser, variable, driver) in drivers {
+        let driver = driver.ok_or_else(|| format!("the {browser} driver is not installed"))?;
+        println!("--> browser tests in headless {browser}");
+        let mut cmd = Command::new("cargo");
+        cmd.args([
+            "test",
+            "-p",
+            "holdfast",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--test",
+            "browser_*",
+        ])
+        .env_remove("CHROMEDRIVER")
+        .env_remove("GECKODRIVER")
+        .env_remove("SAFARIDRIVER")
+        .env(variable, driver)
+        .env("HOLDFAST_TEST_URL", &server.url)
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
+        .current_dir(&ctx.root);
+        let counts = stream_and_count(&mut cmd, BROWSER_LIMIT, parse_cargo_line)?;
+        total.passed += counts.passed;
+        total.failed += counts.failed;
+    }
+    Ok(total)
 }
 
 fn e2e_suite(ctx: &Ctx) -> Result<Counts, String> {
@@ -148,6 +165,7 @@ fn e2e_suite(ctx: &Ctx) -> Result<Counts, String> {
     let mut cmd = Command::new("node");
     cmd.args(["--test", "--test-reporter=tap", "--test-concurrency=1"])
         .arg(ctx.root.join("tests/e2e"))
+        .arg(ctx.root.join("examples/nextjs/test"))
         .env("HOLDFAST_SERVER_BIN", &server_bin)
         .env("HOLDFAST_FAULT_PROXY_BIN", &proxy_bin)
         .env("HOLDFAST_PACKAGE_DIR", &report.package_dir)
