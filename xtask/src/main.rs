@@ -9,6 +9,7 @@
 //! Every install step checks first and is skipped when already satisfied, so the second run
 //! starts testing at once. Only std is used here, so the driver itself builds in seconds.
 
+mod bench;
 mod install;
 mod package;
 mod procs;
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         Some("demo") => demo(&ctx, &args[1..]),
         Some("package") => build_package(&ctx).map(|_| ()),
         Some("install") => install::ensure_all(&ctx),
+        Some("bench") => bench::run(&ctx, &args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
