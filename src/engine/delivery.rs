@@ -4,8 +4,8 @@
 //! an event at or below the ordering baseline is a repeat and is dropped. Other ids are
 //! opaque and dropped when seen among the last `window` opaque ids. Events without an id
 //! are always delivered (nothing can be said about them). A server `reset` clears the
-//! baseline (ids may restart after it) but keeps the cursor to resume from; the same reset
-//! reported twice in a row yields one gap.
+//! ordering baseline (ids may restart after it) but keeps the cursor to resume from and the
+//! window of opaque ids; the same reset reported twice in a row yields one gap.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -42,6 +42,11 @@ impl Delivery {
 
     pub fn cursor(&self) -> Option<&str> {
         self.cursor.as_deref()
+    }
+
+    /// The ordering key at or below which events are repeats.
+    pub fn baseline(&self) -> Option<(u64, u64)> {
+        self.baseline
     }
 
     /// Whether an event with this id is new; if so it becomes the cursor.
@@ -92,9 +97,8 @@ impl Delivery {
             return false;
         }
         self.last_reset = Some(key);
+        // Opaque ids stay in the window: a repeat after a reset is still a repeat.
         self.baseline = None;
-        self.window.clear();
-        self.seen.clear();
         if oldest.is_none() {
             self.cursor = hello_cursor.map(String::from);
             self.baseline = hello_cursor.and_then(order_key);

@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 
-use super::delivery::Delivery;
+use super::delivery::{order_key, Delivery};
 use super::diagnostics::{Attempt, Diagnostics};
 use super::error::{ErrorCode, FrameError, HoldfastError, HttpFailure};
 use super::options::{Interop, Options};
@@ -48,6 +48,10 @@ struct Conn {
     /// Poll requests: items arrived, and the `wait` asked.
     poll_items: bool,
     poll_wait: u64,
+    /// The cursor sent when it opened.
+    since: Option<String>,
+    /// It delivered an event itself.
+    delivered: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -147,6 +151,8 @@ pub struct Engine<D> {
     server_heartbeat: Option<u64>,
     idle_deaths: Vec<u64>,
 
+    /// What a WebSocket probe delivered before proving itself (see `on_items`).
+    probe_buffer: Vec<Item<D>>,
     stalls: u32,
     stall_rung: usize,
     demoted_at: Option<Millis>,
@@ -163,6 +169,8 @@ pub struct Engine<D> {
 }
 
 const CLOSE_NORMAL: u16 = 1000;
+/// Items a WebSocket probe may deliver before it answers a ping.
+const PROBE_BUFFER_MAX: usize = 4_096;
 /// Minimum idle time before a death counts towards idle cut-off detection.
 const IDLE_MIN_MS: u64 = 5_000;
 
@@ -228,6 +236,7 @@ impl<D: Clone> Engine<D> {
             ping_interval: options.heartbeat.ping_interval_ms,
             server_heartbeat: None,
             idle_deaths: Vec::new(),
+            probe_buffer: Vec::new(),
             stalls: 0,
             stall_rung: 0,
             demoted_at: None,
@@ -531,7 +540,7 @@ impl<D: Clone> Engine<D> {
         }
     }
 
-    fn on_items(&mut self, id: ConnId, items: Vec<Item<D>>, now: Millis) {
+    fn on_items(&mut self, id: ConnId, mut items: Vec<Item<D>>, now: Millis) {
         let Some(c) = self.conn_mut(id) else { return };
         c.last_rx = now;
         c.ping_deadline = None;
@@ -551,7 +560,33 @@ impl<D: Clone> Engine<D> {
                 }
                 return;
             }
+            // A WebSocket probe replaces a working session only once it answers a ping:
+            // a proxy may pass the first frames and then stall. What it sends before is
+            // kept and replayed at the switch (repeats are dropped by the cursor), so the
+            // handover loses nothing.
+            let (role, t) = (c.role, c.transport);
+            if role == Role::Probe
+                && t == Transport::WebSocket
+                && !items.iter().any(|i| matches!(i, Item::Pong))
+            {
+                if self.probe_buffer.len() + items.len() > PROBE_BUFFER_MAX {
+                    let e = HoldfastError::new(
+                        ErrorCode::SilentAfterOpen,
+                        "the WebSocket probe sent data but never answered a ping",
+                    )
+                    .on(t);
+                    self.fail_conn(id, e, Action::Fallback, true, now);
+                } else {
+                    self.probe_buffer.extend(items);
+                }
+                return;
+            }
             self.establish(id, now);
+            if role == Role::Probe {
+                let mut all = core::mem::take(&mut self.probe_buffer);
+                all.extend(items);
+                items = all;
+            }
         }
         if self.session_conn != Some(id) {
             return;
@@ -572,6 +607,9 @@ impl<D: Clone> Engine<D> {
                 data,
             } => {
                 if self.delivery.accept(eid.as_deref()) {
+                    if let Some(c) = self.conn_mut(id) {
+                        c.delivered = true;
+                    }
                     self.app(AppEvent::Message {
                         id: eid,
                         kind,
@@ -596,6 +634,17 @@ impl<D: Clone> Engine<D> {
             }
             Item::Heartbeat | Item::Pong => {}
             Item::Reset { reason, oldest } => {
+                // A probe subscribed with the cursor of its start; the session may have
+                // delivered past the reset point since. Then nothing was lost for us.
+                let (since, own) = self
+                    .conn(id)
+                    .map_or((None, false), |c| (c.since.as_deref(), c.delivered));
+                if !own && since != self.delivery.cursor() {
+                    let o = oldest.as_deref().and_then(order_key);
+                    if o.zip(self.delivery.baseline()).is_some_and(|(o, b)| o <= b) {
+                        return;
+                    }
+                }
                 let cursor = self.delivery.cursor().map(String::from);
                 if self
                     .delivery
@@ -799,6 +848,8 @@ impl<D: Clone> Engine<D> {
                         self.post_retry_at = Some(now + d);
                     }
                 }
+                // Now on a WebSocket? It goes there at once.
+                self.flush_outbox(now);
             }
         }
     }
@@ -1232,6 +1283,8 @@ impl<D: Clone> Engine<D> {
             raced: false,
             poll_items: false,
             poll_wait: wait.unwrap_or(0),
+            since: self.delivery.cursor().map(String::from),
+            delivered: false,
         });
         if role != Role::Session {
             self.diagnostics.push_attempt(Attempt {
@@ -1380,6 +1433,7 @@ impl<D: Clone> Engine<D> {
             return;
         }
         let target = self.probe_target.min(rung - 1);
+        self.probe_buffer.clear();
         self.open_conn(target, Role::Probe, now);
     }
 
@@ -1531,7 +1585,16 @@ impl<D: Clone> Engine<D> {
             self.stall_rung = c.rung;
             self.stalls = 1;
         }
-        if self.stalls >= 2 && c.rung + 1 < self.ladder.len() {
+        // A rung already stepped down from recently gets no second chance.
+        let recently = self
+            .demoted_at
+            .is_some_and(|t| now.saturating_sub(t) < self.options.probe.max_ms);
+        let needed = if recently && self.stall_rung == c.rung {
+            1
+        } else {
+            2
+        };
+        if self.stalls >= needed && c.rung + 1 < self.ladder.len() {
             self.stalls = 0;
             self.start_rung = c.rung + 1;
             self.demoted_at = Some(now);
@@ -1643,6 +1706,10 @@ impl<D: Clone> Engine<D> {
                 let Some(conn) = self.session_conn else {
                     return;
                 };
+                // A POST still in flight from an HTTP rung goes first: order is kept.
+                if self.outbox.iter().any(|p| p.state == SendState::Posting) {
+                    return;
+                }
                 let mut cmds = Vec::new();
                 for p in self.outbox.iter_mut() {
                     if p.state == SendState::Unsent {
@@ -1743,7 +1810,9 @@ impl<D: Clone> Engine<D> {
 
     fn remove_conn(&mut self, id: ConnId, now: Millis, close: Option<u16>) {
         if let Some(pos) = self.conns.iter().position(|c| c.id == id) {
-            self.conns.remove(pos);
+            if self.conns.remove(pos).role == Role::Probe {
+                self.probe_buffer.clear();
+            }
             if let Some(a) = self.diagnostics.attempt_mut(id) {
                 if a.ended_at.is_none() {
                     a.ended_at = Some(now);

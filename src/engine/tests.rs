@@ -479,6 +479,12 @@ fn a_probe_moves_back_up_to_websocket_without_loss_or_repeat() {
             H::ev("4"),
         ],
     );
+    assert!(
+        h.is_open(sse),
+        "a WebSocket probe must answer a ping before it takes over"
+    );
+    assert_eq!(h.delivered(), ["1", "2", "3"]);
+    h.items(probe, vec![Item::Pong]);
     assert!(!h.is_open(sse));
     assert_eq!(h.e.snapshot().transport, Some(Transport::WebSocket));
     h.events_on(probe, &["5"]);
@@ -594,6 +600,7 @@ fn reaching_websocket_again_forgets_the_fallback() {
     let probe = h.conn_of(Transport::WebSocket);
     h.opened(probe);
     h.hello(probe, None);
+    h.items(probe, vec![Item::Pong]);
     assert_eq!(h.count_cmd(|c| matches!(c, Command::Forget { .. })), 1);
 }
 
@@ -1465,4 +1472,11 @@ fn a_websocket_that_goes_silent_after_its_hello_twice_steps_down_to_sse() {
         Transport::WebSocket,
         "probed after a doubled delay"
     );
+    // It passes its hello but never answers the ping: it never takes over.
+    let probe = h.conn_of(Transport::WebSocket);
+    h.opened(probe);
+    h.hello(probe, None);
+    h.advance(5_000);
+    assert!(!h.is_open(probe));
+    assert_eq!(h.e.snapshot().transport, Some(Transport::Sse));
 }
