@@ -17,6 +17,30 @@
 //!
 //! It compiles for wasm32 without web-sys; payloads are an opaque `D` (a `JsValue` in the
 //! browser) that the engine only moves, never inspects.
+//!
+//! What it decides, in one table (failure class → [`ErrorCode`] → what happens next):
+//!
+//! | failure | code | next |
+//! |---|---|---|
+//! | WebSocket closed before open / HTTP 4xx-5xx on the upgrade | `upgrade_refused` | next rung now |
+//! | WebSocket open, no frame within `timeouts.firstFrameMs` | `silent_after_open` | next rung now |
+//! | SSE headers, no bytes within `timeouts.sseFirstBytesMs` | `sse_buffered` | next rung now |
+//! | not open within `timeouts.openMs` | `open_timeout` | next rung now |
+//! | HTTP 404/405/501 or other error status on SSE/poll | `http_error` | next rung now |
+//! | request failed without status | `network_error` | next rung now |
+//! | 401, close 4401/4402 (403, 4403: `forbidden`) | `unauthorized` | new token, same rung, backoff |
+//! | 429/503, close 4429/1013 | `rate_limited` | same rung after `Retry-After` (+ jitter) |
+//! | open session closed by the peer | `closed_by_peer` | same rung after backoff |
+//! | … after the same idle time twice | `idle_cutoff` | same rung; ping interval shortened below it |
+//! | no pong (WebSocket) / no bytes (SSE) in time | `heartbeat_timeout` | same rung; twice in a row: one rung lower |
+//! | undecodable frame | `bad_frame` | frame skipped (a bad poll body: backoff) |
+//! | oversized frame / SSE event | `frame_too_large` | frame skipped; SSE reconnects |
+//! | server `reset` | `server_reset` | [`AppEvent::Gap`], delivery continues |
+//! | browser offline | `offline` | paused until `Online` |
+//!
+//! Every rung of a round failing → backoff, then the round again from the rung that last
+//! worked (or the remembered one). Backoff: first retry after a working session in
+//! `[0, spread]`, then `[cap/2, cap]` with `cap = min(max, initial × factor^n)`.
 
 pub mod decode;
 mod delivery;

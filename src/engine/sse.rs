@@ -195,17 +195,14 @@ impl SseParser {
                 self.has_data = true;
                 self.check_size()?;
             }
-            "id" => {
-                if !value.contains('\0') {
-                    self.last_event_id = value.into();
-                    self.id_in_block = Some(value.into());
-                }
+            // An id containing NUL is ignored (spec).
+            "id" if !value.contains('\0') => {
+                self.last_event_id = value.into();
+                self.id_in_block = Some(value.into());
             }
-            "retry" => {
-                if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-                    // Absurdly long digit strings saturate instead of failing.
-                    self.retry = Some(super::util::parse_u64(value).unwrap_or(u64::MAX));
-                }
+            // Only all-digit values count; absurdly long ones saturate instead of failing.
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                self.retry = Some(super::util::parse_u64(value).unwrap_or(u64::MAX));
             }
             _ => {}
         }
