@@ -27,8 +27,13 @@ use tokio::sync::watch;
 
 pub use config::Config;
 
-/// Raises the soft open-file limit to the hard limit (every connection is a descriptor).
+/// Raises the open-file limit as far as allowed (every connection is a descriptor): the soft
+/// limit to the hard one, and, when the process may (root), both to the kernel's `nr_open`.
+/// Returns the soft limit in force.
 pub fn raise_fd_limit() -> u64 {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         let mut lim = libc::rlimit {
@@ -37,6 +42,15 @@ pub fn raise_fd_limit() -> u64 {
         };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 0;
+        }
+        if let Some(max) = nr_open.filter(|m| *m > lim.rlim_max as u64) {
+            let want = libc::rlimit {
+                rlim_cur: max as libc::rlim_t,
+                rlim_max: max as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return max;
+            }
         }
         if lim.rlim_cur < lim.rlim_max {
             let want = libc::rlimit {

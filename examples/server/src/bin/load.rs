@@ -75,6 +75,8 @@ enum Cmd {
 enum Transport {
     Ws,
     Sse,
+    /// Idle only: `count` WebSocket and `count` SSE connections at the same time.
+    Both,
 }
 
 impl Transport {
@@ -82,6 +84,7 @@ impl Transport {
         match self {
             Transport::Ws => "WebSocket",
             Transport::Sse => "SSE",
+            Transport::Both => "WebSocket + SSE",
         }
     }
 }
@@ -104,6 +107,10 @@ fn report(errors: &AtomicUsize, e: String) {
     if !STOPPING.load(Ordering::Relaxed) && errors.fetch_add(1, Ordering::Relaxed) < 3 {
         eprintln!("subscriber error: {e}");
     }
+}
+
+fn fd_limit() -> u64 {
+    holdfast_server::raise_fd_limit()
 }
 
 fn free_port() -> u16 {
@@ -245,6 +252,7 @@ async fn subscriber(
                 }
             }
         }
+        Transport::Both => return Err("a subscriber has one transport".into()),
         Transport::Sse => {
             let mut s = TcpStream::connect(("127.0.0.1", port))
                 .await
@@ -328,8 +336,18 @@ async fn idle(
     let done = Arc::new(AtomicUsize::new(0));
     let delivered = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
+    let total = if transport == Transport::Both {
+        2 * count
+    } else {
+        count
+    };
     let start = Instant::now();
-    for i in 0..count {
+    for i in 0..total {
+        let transport = match transport {
+            Transport::Both if i % 2 == 0 => Transport::Ws,
+            Transport::Both => Transport::Sse,
+            t => t,
+        };
         let (r, d, dl, errs) = (
             ready.clone(),
             done.clone(),
@@ -348,7 +366,7 @@ async fn idle(
     wait_until(
         "idle subscribers ready",
         &ready,
-        count,
+        total,
         Duration::from_secs(120),
     )
     .await?;
@@ -357,10 +375,10 @@ async fn idle(
     let rss_after = rss_bytes(server.pid());
     STOPPING.store(true, Ordering::Relaxed);
     drop(server);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     STOPPING.store(false, Ordering::Relaxed);
     Ok(IdleResult {
-        count,
+        count: total,
         connect_secs,
         rss_before,
         rss_after,
@@ -456,7 +474,7 @@ async fn fanout(
         h.abort();
     }
     drop(server);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     STOPPING.store(false, Ordering::Relaxed);
     drop(redis_proc);
     Ok(FanoutResult {
@@ -565,7 +583,14 @@ async fn main_async(cli: Cli) -> Result<(), String> {
             subscribers,
             events,
         } => {
-            for t in [Transport::Ws, Transport::Sse] {
+            for t in [Transport::Ws, Transport::Sse, Transport::Both] {
+                // Both at once: each connection is a descriptor in the server, which has the
+                // same open-file limit as this process.
+                let n = if t == Transport::Both {
+                    n.min((fd_limit() as usize).saturating_sub(200) / 2)
+                } else {
+                    n
+                };
                 let r = idle(&bin, t, n).await?;
                 println!("{}", idle_row(t, &r));
             }
