@@ -106,7 +106,6 @@ struct Ring {
     last: EventId,
     /// Memory mode: always. Redis mode: the follower has positioned the cache.
     ready: bool,
-    next_seq: u64,
     /// Events were dropped for count or age (memory mode's reset reason).
     trimmed: bool,
 }
@@ -161,6 +160,8 @@ pub struct Hub {
     /// Memory mode's idempotency keys: (topic, key) → first seen.
     seen_sends: Mutex<HashMap<(String, String), Instant>>,
     send_ttl: Duration,
+    /// Memory mode's id sequence (the `<seq>` of `<boot_ms>-<seq>`).
+    seq: std::sync::atomic::AtomicU64,
 }
 
 pub fn now_ms() -> u64 {
@@ -181,6 +182,7 @@ impl Hub {
             redis,
             seen_sends: Mutex::new(HashMap::new()),
             send_ttl: Duration::from_secs(3600),
+            seq: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -207,7 +209,10 @@ impl Hub {
         if topics.len() >= self.max_topics {
             return Err(HubError::TooManyTopics);
         }
-        let floor = EventId::new(self.boot_ms, 0);
+        // Memory mode: ids come from one sequence for the whole process, so a topic that was
+        // forgotten (idle, history aged out) and comes back never reuses an id, and a cursor
+        // from its earlier life is below the new floor: it gets a reset, not silence.
+        let floor = EventId::new(self.boot_ms, self.seq.load(Ordering::SeqCst));
         let topic = Arc::new(Topic {
             name: name.to_string(),
             ring: Mutex::new(Ring {
@@ -215,7 +220,6 @@ impl Hub {
                 floor,
                 last: floor,
                 ready: self.redis.is_none(),
-                next_seq: 1,
                 trimmed: false,
             }),
             notify: watch::channel(0).0,
@@ -371,8 +375,8 @@ impl Hub {
         {
             let mut ring = topic.ring.lock().unwrap();
             for (kind, data) in items {
-                let id = EventId::new(self.boot_ms, ring.next_seq);
-                ring.next_seq += 1;
+                // Taken under the ring's lock: ids of one topic increase in publish order.
+                let id = EventId::new(self.boot_ms, self.seq.fetch_add(1, Ordering::SeqCst) + 1);
                 ring.last = id;
                 ring.events.push_back(Arc::new(Event::new(id, &kind, data)));
                 ids.push(id);
@@ -508,5 +512,84 @@ async fn follow(
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(n: usize) -> Vec<(String, String)> {
+        (0..n).map(|i| ("t".to_string(), i.to_string())).collect()
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_topic_never_reuses_ids_and_resets_old_cursors() {
+        let hub = Hub::new(100, 0, None);
+        let old = hub.publish("a", items(3)).await.unwrap();
+        hub.topics.lock().unwrap().remove("a");
+        let new = hub.publish("a", items(1)).await.unwrap();
+        assert!(new[0] > old[2], "{new:?} after {old:?}");
+        let topic = hub.topic("a").unwrap();
+        let batch = hub.read_after(&topic, old[0], 10).await.unwrap();
+        assert_eq!(batch.reset.map(|r| r.reason), Some("history_trimmed"));
+        assert_eq!(batch.events.iter().map(|e| e.id).collect::<Vec<_>>(), new);
+    }
+
+    #[tokio::test]
+    async fn ids_increase_within_a_topic_across_interleaved_topics() {
+        let hub = Hub::new(100, 0, None);
+        let mut last = EventId::ZERO;
+        for _ in 0..3 {
+            let a = hub.publish("a", items(2)).await.unwrap();
+            hub.publish("b", items(2)).await.unwrap();
+            assert!(a[0] > last && a[1] > a[0]);
+            last = a[1];
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_are_bounded_and_continue_from_the_returned_cursor() {
+        let hub = Hub::new(1000, 0, None);
+        let ids = hub.publish("r", items(10)).await.unwrap();
+        let topic = hub.topic("r").unwrap();
+        let first = hub.read_after(&topic, EventId::ZERO, 4).await.unwrap();
+        assert!(first.reset.is_none());
+        assert_eq!(first.events.len(), 4);
+        let rest = hub.read_after(&topic, first.cursor, 100).await.unwrap();
+        let all: Vec<EventId> = first
+            .events
+            .iter()
+            .chain(&rest.events)
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(all, ids);
+    }
+
+    #[tokio::test]
+    async fn the_count_limit_trims_the_oldest_and_resets_cursors_below_it() {
+        let hub = Hub::new(3, 0, None);
+        let ids = hub.publish("c", items(5)).await.unwrap();
+        let topic = hub.topic("c").unwrap();
+        let batch = hub.read_after(&topic, ids[0], 10).await.unwrap();
+        let reset = batch.reset.unwrap();
+        assert_eq!(
+            (reset.reason, reset.oldest),
+            ("history_trimmed", Some(ids[2]))
+        );
+        assert_eq!(batch.events.len(), 3);
+        let ok = hub.read_after(&topic, ids[1], 10).await.unwrap();
+        assert!(
+            ok.reset.is_none(),
+            "ids[1] is the last trimmed id: nothing after it is lost"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_repeated_send_key_is_recognised_per_topic() {
+        let hub = Hub::new(3, 0, None);
+        assert!(hub.first_send("a", "k").await.unwrap());
+        assert!(!hub.first_send("a", "k").await.unwrap());
+        assert!(hub.first_send("b", "k").await.unwrap());
     }
 }
