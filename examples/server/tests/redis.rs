@@ -180,3 +180,29 @@ async fn health_turns_503_degraded_when_redis_goes_away() {
     assert_eq!(res.status(), 503);
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "degraded");
 }
+
+#[tokio::test]
+async fn a_process_shutting_down_sends_1001_and_the_client_resumes_on_another_without_loss() {
+    let Some(r) = redis() else { return };
+    let mut a = redis_server(&r, &[]);
+    let b = redis_server(&r, &[]);
+    let mut ws = ws_connect(&a.ws_url("topic=roll")).await;
+    assert!(matches!(ws_next(&mut ws).await, Frame::One(v) if v["type"] == "hello"));
+    publish_n(&b, "roll", 0, 10).await;
+    let (events, _) = ws_events(&mut ws, 10, &mut vec![]).await;
+    let cursor = events[9]["id"].as_str().unwrap().to_string();
+    // A rolling deploy stops A; B keeps taking events meanwhile.
+    a.terminate();
+    match ws_next(&mut ws).await {
+        Frame::Closed(code, _) => assert_eq!(code, Some(1001)),
+        other => panic!("expected 1001, got {other:?}"),
+    }
+    assert_eq!(a.wait_exit(), Some(0));
+    publish_n(&b, "roll", 10, 10).await;
+    let mut ws = ws_connect(&b.ws_url(&format!("topic=roll&since={cursor}"))).await;
+    assert!(matches!(ws_next(&mut ws).await, Frame::One(v) if v["type"] == "hello"));
+    let mut controls = vec![];
+    let (events, _) = ws_events(&mut ws, 10, &mut controls).await;
+    assert_eq!(ns(&events), (10..20).collect::<Vec<u64>>());
+    assert!(controls.is_empty(), "{controls:?}");
+}
