@@ -111,6 +111,33 @@ pub struct Config {
 }
 
 impl Config {
+    /// Refuses values that would make timers overflow or limits meaningless.
+    pub fn validate(&self) -> Result<(), String> {
+        const DAY_MS: u64 = 86_400_000;
+        if !(10..=DAY_MS).contains(&self.heartbeat_ms) {
+            return Err("--heartbeat-ms must be between 10 and 86400000".into());
+        }
+        if self.poll_max_ms > DAY_MS {
+            return Err("--poll-max-ms must be at most 86400000".into());
+        }
+        if self.shutdown_grace_ms > DAY_MS {
+            return Err("--shutdown-grace-ms must be at most 86400000".into());
+        }
+        if self.history_count == 0 {
+            return Err("--history-count must be at least 1".into());
+        }
+        if self.history_secs > 10 * 365 * 86_400 {
+            return Err("--history-secs must be at most ten years".into());
+        }
+        if self.max_frame_bytes < 1024 {
+            return Err("--max-frame-bytes must be at least 1024".into());
+        }
+        if self.demo_interval_ms == 0 || self.demo_interval_ms > DAY_MS {
+            return Err("--demo-interval-ms must be between 1 and 86400000".into());
+        }
+        Ok(())
+    }
+
     /// The base path normalised to `/x/y` (no trailing slash; empty for `/`).
     pub fn base_path(&self) -> String {
         let trimmed = self.base.trim_matches('/');

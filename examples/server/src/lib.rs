@@ -100,6 +100,7 @@ async fn wait_for_signal() {
 
 /// Runs the server until `shutdown` turns true.
 pub async fn serve(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<(), String> {
+    cfg.validate()?;
     let store = match &cfg.redis {
         Some(url) => Some(
             redis_store::RedisStore::connect(url, &cfg.redis_prefix)

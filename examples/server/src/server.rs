@@ -55,7 +55,8 @@ pub struct SubQuery {
     topic: Option<String>,
     since: Option<String>,
     token: Option<String>,
-    wait: Option<u64>,
+    /// Kept as text so a bad value gets this server's JSON 400, not the extractor's.
+    wait: Option<String>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -800,11 +801,22 @@ async fn poll_common(
         Ok(x) => x,
         Err(e) => return hub_error_response(&app, &e),
     };
-    let wait = Duration::from_millis(
-        q.wait
-            .unwrap_or(app.cfg.poll_max_ms)
-            .min(app.cfg.poll_max_ms),
-    );
+    let wait_ms = match q.wait.as_deref().filter(|w| !w.is_empty()) {
+        None => app.cfg.poll_max_ms,
+        Some(w) => match w.parse::<u64>() {
+            Ok(ms) => ms.min(app.cfg.poll_max_ms),
+            Err(_) => {
+                app.metrics.reject("bad_request");
+                return error(
+                    400,
+                    "bad_request",
+                    "wait: expected milliseconds as a whole number",
+                    None,
+                );
+            }
+        },
+    };
+    let wait = Duration::from_millis(wait_ms);
     let deadline = Instant::now() + wait;
     let mut shutdown = app.shutdown.clone();
     let mut wake = sub.topic.watch();

@@ -187,7 +187,12 @@ async fn since_zero_asks_for_the_whole_retained_history() {
 #[tokio::test]
 async fn a_malformed_cursor_or_topic_is_a_400_with_a_code() {
     let s = Server::start(&[]);
-    for q in ["topic=a&since=x1", "topic=a%20b", "topic=a&since=1-2-3"] {
+    for q in [
+        "topic=a&since=x1",
+        "topic=a%20b",
+        "topic=a&since=1-2-3",
+        "topic=a&wait=soon",
+    ] {
         let (st, v) = poll(&s, q).await;
         assert_eq!(st, 400, "{q}");
         assert_eq!(v["error"], "bad_request", "{q}");
@@ -281,7 +286,7 @@ async fn publish_needs_the_api_key_when_one_is_configured() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_a_413() {
-    let s = Server::start(&["--max-frame-bytes", "1000"]);
+    let s = Server::start(&["--max-frame-bytes", "1024"]);
     let big = json!({"type":"x","data":"y".repeat(2000)});
     let res = http()
         .post(s.url("/publish?topic=l"))

@@ -255,3 +255,24 @@ async fn websocket_sends_over_the_rate_are_refused_unacknowledged_and_not_applie
     }
     assert_eq!(applied, acks);
 }
+
+#[test]
+fn nonsensical_flags_are_refused_at_startup_with_a_message() {
+    for args in [
+        &["--heartbeat-ms", "0"][..],
+        &["--heartbeat-ms", "18446744073709551615"][..],
+        &["--history-count", "0"][..],
+        &["--max-frame-bytes", "10"][..],
+        &["--port", "70000"][..],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast-server"))
+            .args(["--port", "0"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(args[0]), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} printed a listening line");
+    }
+}
