@@ -9,7 +9,7 @@
 // Environment (set by `cargo xtask test`): HOLDFAST_FAULT_PROXY_BIN, and those of harness.mjs.
 
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -45,6 +45,7 @@ export function freePort() {
 export async function waitForPort(port, { timeoutMs = 10_000, what = `port ${port}`, child } = {}) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
+    if (child?.spawnError) throw new Error(`${what} could not start: ${child.spawnError.message}`);
     if (child && child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode} before listening`);
     const ok = await new Promise((r) => {
       const sock = connect(port, '127.0.0.1');
@@ -62,7 +63,7 @@ export async function waitForPort(port, { timeoutMs = 10_000, what = `port ${por
 
 /// Stops a child: `signal` first, SIGKILL after `graceMs`; resolves when it exited.
 export async function stopChild(child, { signal = 'SIGTERM', graceMs = 5_000 } = {}) {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  if (!child || child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once('exit', r));
   child.kill(signal);
   const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
@@ -124,6 +125,7 @@ export async function startRedis() {
       ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
       { stdio: ['ignore', 'ignore', 'inherit'] },
     );
+    child.once('error', (e) => (child.spawnError = e));
     try {
       await waitForPort(port, { what: 'redis-server', child });
     } catch (e) {
@@ -143,6 +145,12 @@ export async function startRedis() {
   throw new Error('redis-server did not start');
 }
 
+function nginxBin() {
+  const found = ['/usr/sbin/nginx', '/usr/bin/nginx', '/usr/local/sbin/nginx'].find((p) => existsSync(p));
+  if (!found) throw new Error('nginx not found: install it with `apt-get install -y nginx`');
+  return found;
+}
+
 /// Renders `examples/deploy/nginx/<template>` for `upstreams` (`127.0.0.1:PORT`, one or
 /// more: more than one becomes an upstream block with every server) and runs nginx as a
 /// plain process with a temporary prefix.
@@ -153,16 +161,19 @@ export async function startNginx(template, { upstreams, base = '/realtime' }) {
   chmodSync(prefix, 0o755);
   for (let tries = 0; tries < 5; tries++) {
     const port = await freePort();
-    let conf = text
+    const hosts = upstreams.map((u) => u.replace(/^http:\/\//, ''));
+    const lines = hosts.map((u) => `server ${u} max_fails=1 fail_timeout=30s;`);
+    const conf = text
+      .replace(/server @@UPSTREAM@@;/, lines.join('\n        '))
+      .replaceAll('@@UPSTREAM@@', hosts[0])
       .replaceAll('@@PREFIX@@', prefix)
       .replaceAll('@@LISTEN@@', `127.0.0.1:${port}`)
       .replaceAll('@@BASE@@', base);
-    const lines = upstreams.map((u) => `server ${u.replace(/^http:\/\//, '')} max_fails=1 fail_timeout=30s;`);
-    conf = conf.replace(/server @@UPSTREAM@@;/, lines.join('\n        '));
     if (conf.includes('@@')) throw new Error(`unreplaced placeholder in ${template}`);
     const confPath = join(prefix, 'nginx.conf');
     writeFileSync(confPath, conf);
-    const child = spawn('nginx', ['-p', prefix, '-c', confPath], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const child = spawn(nginxBin(), ['-p', prefix, '-c', confPath], { stdio: ['ignore', 'ignore', 'inherit'] });
+    child.once('error', (e) => (child.spawnError = e));
     try {
       await waitForPort(port, { what: `nginx (${template})`, child });
     } catch (e) {
