@@ -869,6 +869,9 @@ impl<D: Clone> Engine<D> {
                 self.retry_at = None;
                 self.start_round(now);
             }
+            // The network changed under a live session (a phone switching networks): the
+            // old socket may be dead without knowing it.
+            Phase::Running => self.verify_session(false, now),
             _ => {}
         }
     }

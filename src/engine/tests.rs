@@ -1480,3 +1480,15 @@ fn a_websocket_that_goes_silent_after_its_hello_twice_steps_down_to_sse() {
     assert!(!h.is_open(probe));
     assert_eq!(h.e.snapshot().transport, Some(Transport::Sse));
 }
+
+#[test]
+fn an_online_event_during_a_session_verifies_the_connection() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    let pings0 = h.pings.len();
+    h.input(Input::Online);
+    assert_eq!(h.pings.len(), pings0 + 1);
+    h.items(ws, vec![Item::Pong]);
+    h.advance(6_000);
+    assert!(h.is_open(ws));
+}
