@@ -38,6 +38,7 @@ const quick = argv.includes('--quick');
 const RUNS = Number(flag('--runs') ?? (quick ? 2 : 5));
 const ONLY = flag('--only')?.split(',');
 const OUT = flag('--out');
+const PROFILE = flag('--profile')?.split(','); // case ids whose Holdfast runs get a CPU profile
 const SIZE = {
   frame1: quick ? 10_000 : 40_000, // 1 event per frame
   batch: 100_000, // catch-up, server batching
@@ -180,6 +181,30 @@ async function buildSite() {
     bundle: true, minify: true, format: 'esm', platform: 'browser', outfile: join(site, 'vendor/socket.io.js'), logLevel: 'error',
   });
   return site;
+}
+
+/// Serves the site with COOP/COEP so the page is cross-origin isolated and its timers have
+/// microsecond resolution (the round-trip case). Returns the origin.
+async function startIsolatedSite(site) {
+  const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json' };
+  const http = createServer((req, res) => {
+    const path = new URL(req.url, 'http://x').pathname;
+    const file = join(site, path === '/' ? 'index.html' : decodeURIComponent(path));
+    if (!file.startsWith(site) || !existsSync(file)) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, {
+      'content-type': types[file.slice(file.lastIndexOf('.'))] ?? 'application/octet-stream',
+      'cross-origin-opener-policy': 'same-origin',
+      'cross-origin-embedder-policy': 'require-corp',
+      'cross-origin-resource-policy': 'same-origin',
+    });
+    res.end(readFileSync(file));
+  });
+  await new Promise((r) => http.listen(0, '127.0.0.1', r));
+  cleanups.push(() => new Promise((r) => (http.closeAllConnections?.(), http.close(r))));
+  return `http://127.0.0.1:${http.address().port}`;
 }
 
 const compressed = (buf) => ({
@@ -327,14 +352,23 @@ async function main() {
       await publish(server, topic, 1, 0);
       await call(p, 'hfArm', {});
       await publish(server, topic, n, 1);
+      await call(p, 'hfResume', { n });
+      const id = topic.replace(/-hf$/, '');
+      const profiling = PROFILE?.includes(id);
+      if (profiling) {
+        await p.send('Profiler.enable');
+        await p.send('Profiler.setSamplingInterval', { interval: 100 });
+        await p.send('Profiler.start');
+      }
       const res = await call(p, 'hfRun', { n });
+      if (profiling) printProfile(id, (await p.send('Profiler.stop')).profile);
       return { ...res, value: res.perSec };
     });
 
   // 1. WebSocket, one event per frame.
   if (want('ws1')) {
     const [hf, nat] = await measure([
-      { label: 'holdfast ws1', na: hfNa, run: hfCatchUp(one, 'frame1-hf', SIZE.frame1, ['websocket']) },
+      { label: 'holdfast ws1', na: hfNa, run: hfCatchUp(one, 'ws1-hf', SIZE.frame1, ['websocket']) },
       { label: 'native ws1', run: rate(on(one, 'wsNative', { topic: 'frame1', n: SIZE.frame1 })) },
     ], RUNS);
     row({ case: 'WebSocket, 1 event per frame', hf, base: nat, baseLabel: 'native WebSocket + JSON.parse', fmt: fmtRate, higher: true, goal: '≥ 0.95', check: (x) => x >= 0.95 });
@@ -371,9 +405,11 @@ async function main() {
 
   // 5. Round trip.
   if (want('rtt')) {
+    const isolated = await startIsolatedSite(site);
     const rtt = (fn, extra) => (r) =>
-      withPage(browser, many, async (p) => {
-        const res = await call(p, fn, { topic: `rtt-${fn}-${extra?.kind ?? ''}-${r}`, count: SIZE.rtt, ...extra });
+      withPage(browser, isolated, async (p) => {
+        const res = await call(p, fn, { topic: `rtt-${fn}-${extra?.kind ?? ''}-${r}`, count: SIZE.rtt, server: many, ...extra });
+        if (!res.isolated) throw new Error('the round-trip page is not cross-origin isolated (coarse timers)');
         return { ...res, value: res.median };
       });
     const [hf, ping, sendAck] = await measure([
@@ -456,8 +492,15 @@ async function main() {
     const memRun = (kind) => (r) =>
       withPage(browser, many, async (p) => {
         const topic = `mem-${kind}-${r}`;
+        const usage = async () => {
+          await p.send('HeapProfiler.enable');
+          for (let i = 0; i < 3; i++) await p.send('HeapProfiler.collectGarbage');
+          const { usedSize } = await p.send('Runtime.getHeapUsage');
+          return usedSize + (await p.eval('window.bench.wasmBytes()'));
+        };
         if (kind === 'hf') await call(p, 'hfOpen', { topic, transports: ['websocket'], gate: false });
         else await call(p, 'nativeOpen', { topic });
+        const before = await usage();
         await Promise.all([
           call(p, kind === 'hf' ? 'hfRun' : 'nativeRun', { n: SIZE.mem, keepOpen: true, timeoutMs: 120_000 }, 150_000),
           publish(many, topic, SIZE.mem, 1),
@@ -466,7 +509,7 @@ async function main() {
         for (let i = 0; i < 3; i++) await p.send('HeapProfiler.collectGarbage');
         const { usedSize } = await p.send('Runtime.getHeapUsage');
         const wasm = await p.eval('window.bench.wasmBytes()');
-        return { value: usedSize + wasm, heap: usedSize, wasm };
+        return { value: usedSize + wasm, heap: usedSize, wasm, growth: usedSize + wasm - before };
       });
     const [hf, nat] = await measure([
       { label: 'holdfast memory', na: hfNa, run: memRun('hf') },
@@ -475,7 +518,7 @@ async function main() {
     row({
       case: `JS heap + wasm memory after ${SIZE.mem.toLocaleString('en-US')} events, after GC`, hf, base: nat, baseLabel: 'native WebSocket (JS heap)', fmt: fmtMB, higher: false,
       goal: '≤ +1 MB', checkDiff: (d) => d <= 1048576,
-      note: hf.extra && `heap ${fmtMB(median(hf.extra.map((e) => e.heap)))} + wasm ${fmtMB(median(hf.extra.map((e) => e.wasm)))}`,
+      note: hf.extra && `heap ${fmtMB(median(hf.extra.map((e) => e.heap)))} + wasm ${fmtMB(median(hf.extra.map((e) => e.wasm)))}; grew ${fmtMB(median(hf.extra.map((e) => e.growth)))} during the events, native ${nat.extra ? fmtMB(median(nat.extra.map((e) => e.growth))) : 'n/a'}`,
     });
   }
 
@@ -496,6 +539,22 @@ async function main() {
 }
 
 // ---------------------------------------------------------------- report
+
+/// Prints the functions with the most self time in a CPU profile (`--profile CASE`).
+function printProfile(id, profile) {
+  const byNode = new Map(profile.nodes.map((n) => [n.id, n]));
+  const self = new Map();
+  for (let i = 0; i < profile.samples.length; i++) {
+    const n = byNode.get(profile.samples[i]);
+    const f = n.callFrame;
+    const key = `${f.functionName || '(anonymous)'} ${f.url ? `${f.url.split('/').pop()}:${f.lineNumber + 1}` : ''}`.trim();
+    self.set(key, (self.get(key) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  }
+  const total = [...self.values()].reduce((a, b) => a + b, 0);
+  const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15);
+  console.error(`[bench] CPU profile of the Holdfast ${id} run (self time):`);
+  for (const [k, us] of top) console.error(`  ${((100 * us) / total).toFixed(1).padStart(5)} %  ${k}`);
+}
 
 function cell(s, fmt) {
   if (!s) return '—';

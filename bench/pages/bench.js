@@ -160,11 +160,23 @@ async function hfArm() {
   return { status: s.client.snapshot().status };
 }
 
-/// Step 3 (after the driver published n events): open the network, count n events.
-async function hfRun({ n, timeoutMs = 60_000, keepOpen = false }) {
+/// Step 3 (after the driver published n events): open the network; resolves at the first
+/// event (so a CPU profile can start there). Without it, `hfRun` opens the network itself.
+async function hfResume({ n, timeoutMs = 60_000 }) {
   const s = window.__hf;
   s.counter = counter(n, timeoutMs, 'holdfast');
   gateOpen();
+  await Promise.race([until(() => s.counter.count > 0, timeoutMs, 'first event after the cut'), s.counter.done]);
+  return {};
+}
+
+/// Step 4: counts n events (from the first one) and reports the rate.
+async function hfRun({ n, timeoutMs = 60_000, keepOpen = false }) {
+  const s = window.__hf;
+  if (!s.counter) {
+    s.counter = counter(n, timeoutMs, 'holdfast');
+    gateOpen();
+  }
   const closed = s.client.subscribe(() => {
     const snap = s.client.snapshot();
     if (snap.status === 'closed') s.counter.fail(new Error('client closed'));
@@ -307,15 +319,17 @@ function whenOpen(client, timeoutMs) {
   });
 }
 
+// Round trips are timed in a cross-origin-isolated page (the driver serves it with COOP and
+// COEP), where performance.now() has microsecond resolution instead of 100 µs.
 const summarize = (times) => {
   const s = [...times].sort((a, b) => a - b);
-  return { median: percentile(s, 50), p99: percentile(s, 99), count: s.length };
+  return { median: percentile(s, 50), p99: percentile(s, 99), count: s.length, isolated: self.crossOriginIsolated === true };
 };
 
 /// Holdfast send → ack over the WebSocket rung.
-async function hfRtt({ topic, count, warmup = 100, timeoutMs = 60_000 }) {
+async function hfRtt({ topic, count, server = location.origin, warmup = 100, timeoutMs = 60_000 }) {
   const { createClient } = await loadHoldfast();
-  const client = createClient({ url: '/realtime', params: { topic }, transports: ['websocket'], remember: false });
+  const client = createClient({ url: `${server}/realtime`, params: { topic }, transports: ['websocket'], remember: false });
   try {
     await whenOpen(client, 10_000);
     const deadline = performance.now() + timeoutMs;
@@ -333,8 +347,8 @@ async function hfRtt({ topic, count, warmup = 100, timeoutMs = 60_000 }) {
 }
 
 /// Native WebSocket round trips: `{"type":"ping"}` → pong, or a `send` frame → ack.
-async function wsRtt({ topic, count, warmup = 100, kind = 'ping', timeoutMs = 60_000 }) {
-  const ws = new WebSocket(`${wsBase()}/realtime/ws?topic=${topic}`);
+async function wsRtt({ topic, count, server = location.origin, warmup = 100, kind = 'ping', timeoutMs = 60_000 }) {
+  const ws = new WebSocket(`${server.replace(/^http/, 'ws')}/realtime/ws?topic=${topic}`);
   await new Promise((resolve, reject) => {
     ws.onopen = resolve;
     ws.onerror = () => reject(new Error('native WebSocket error'));
@@ -450,7 +464,7 @@ async function wsNodeStream({ url, n, timeoutMs = 60_000 }) {
 }
 
 window.bench = {
-  hfOpen, hfArm, hfRun, wsNative, nativeOpen, nativeRun, sseFetch, sseNative, pollFetch, hfRtt, wsRtt,
+  hfOpen, hfArm, hfResume, hfRun, wsNative, nativeOpen, nativeRun, sseFetch, sseNative, pollFetch, hfRtt, wsRtt,
   hfFirstEvent, hfLiveStart, hfLiveCaughtUp, wasmBytes, sioStream, wsNodeStream,
   sink: () => sink,
 };
