@@ -406,14 +406,13 @@ async fn ws_common(
 
 async fn close_ws(socket: &mut WebSocket, close: Close) {
     if let Some(f) = close.frame {
-        let _ = socket.send(Message::Text(f.into())).await;
+        let _ = send_text(socket, f).await;
     }
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code: close.code,
-            reason: close.reason.into(),
-        })))
-        .await;
+    let close_frame = Message::Close(Some(CloseFrame {
+        code: close.code,
+        reason: close.reason.into(),
+    }));
+    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(close_frame)).await;
     // Let the client's close reply arrive so the close is clean, but not forever.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while let Some(Ok(m)) = socket.recv().await {
@@ -447,7 +446,7 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
     let heartbeat = Duration::from_millis(app.cfg.heartbeat_ms.max(10));
     let mut shutdown = app.shutdown.clone();
     let mut wake = sub.topic.watch();
-    if socket.send(Message::Text(hello.into())).await.is_err() {
+    if !send_text(&mut socket, hello).await {
         return;
     }
     let mut last_sent = Instant::now();
@@ -493,18 +492,14 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
         note_batch(&app, &batch, Transport::Ws);
         cursor = batch.cursor;
         if let Some(reset) = &batch.reset {
-            if socket
-                .send(Message::Text(reset.frame().into()))
-                .await
-                .is_err()
-            {
+            if !send_text(&mut socket, reset.frame()).await {
                 return;
             }
             last_sent = Instant::now();
         }
         if !batch.events.is_empty() {
             for f in ws_frames(&batch.events) {
-                if socket.send(Message::Text(f.into())).await.is_err() {
+                if !send_text(&mut socket, f).await {
                     return;
                 }
             }
@@ -518,7 +513,7 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
             }
             _ = sleep_until(last_sent + heartbeat) => {
                 app.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
-                if socket.send(Message::Text(r#"{"type":"heartbeat"}"#.into())).await.is_err() {
+                if !send_text(&mut socket, r#"{"type":"heartbeat"}"#).await {
                     return;
                 }
                 last_sent = Instant::now();
@@ -528,16 +523,17 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
                 Some(Err(e)) => {
                     if is_too_large(e) {
                         app.metrics.reject("too_large");
-                        let _ = socket.send(Message::Close(Some(CloseFrame {
+                        let frame = Message::Close(Some(CloseFrame {
                             code: 1009,
                             reason: "message too big".into(),
-                        }))).await;
+                        }));
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(frame)).await;
                     }
                     return;
                 }
                 Some(Ok(Message::Text(t))) => {
                     if let Some(reply) = ws_upstream(&app, &a.topic, a.ip, t.as_str()).await {
-                        if socket.send(Message::Text(reply.into())).await.is_err() {
+                        if !send_text(&mut socket, reply).await {
                             return;
                         }
                         last_sent = Instant::now();
@@ -546,7 +542,7 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
                 Some(Ok(Message::Binary(_))) => {
                     let f = json!({"type":"error","code":"bad_request",
                         "message":"binary frames are not part of the protocol: send JSON text"});
-                    if socket.send(Message::Text(f.to_string().into())).await.is_err() {
+                    if !send_text(&mut socket, f.to_string()).await {
                         return;
                     }
                 }
@@ -554,6 +550,25 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
             },
         }
     }
+}
+
+/// How long one write may wait for a client that stopped reading (full TCP window) before
+/// the connection is dropped; without it such a client would pin its task forever.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn send_text(socket: &mut WebSocket, text: impl Into<String>) -> bool {
+    let msg = Message::Text(text.into().into());
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(msg)).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn send_chunk(tx: &mpsc::Sender<Result<Bytes, Infallible>>, chunk: Bytes) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, tx.send(Ok(chunk))).await,
+        Ok(Ok(()))
+    )
 }
 
 fn is_too_large(e: axum::Error) -> bool {
@@ -709,7 +724,7 @@ async fn sse_session(
     let heartbeat = Duration::from_millis(app.cfg.heartbeat_ms.max(10));
     let mut shutdown = app.shutdown.clone();
     let mut wake = sub.topic.watch();
-    if tx.send(Ok(Bytes::from(first))).await.is_err() {
+    if !send_chunk(&tx, Bytes::from(first)).await {
         return;
     }
     let mut last_sent = Instant::now();
@@ -723,9 +738,7 @@ async fn sse_session(
             Err(e) => {
                 app.metrics.reject("unavailable");
                 let f = json!({"type":"error","code":"unavailable","message": e.to_string()});
-                let _ = tx
-                    .send(Ok(Bytes::from(format!("event: error\ndata: {f}\n\n"))))
-                    .await;
+                let _ = send_chunk(&tx, Bytes::from(format!("event: error\ndata: {f}\n\n"))).await;
                 return;
             }
         };
@@ -739,7 +752,7 @@ async fn sse_session(
             chunk.push_str(&e.sse());
         }
         if !chunk.is_empty() {
-            if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+            if !send_chunk(&tx, Bytes::from(chunk)).await {
                 return;
             }
             last_sent = Instant::now();
@@ -755,7 +768,7 @@ async fn sse_session(
             }
             _ = sleep_until(last_sent + heartbeat) => {
                 app.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
-                if tx.send(Ok(Bytes::from_static(b": heartbeat\n\n"))).await.is_err() {
+                if !send_chunk(&tx, Bytes::from_static(b": heartbeat\n\n")).await {
                     return;
                 }
                 last_sent = Instant::now();
