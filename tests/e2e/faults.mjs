@@ -320,8 +320,11 @@ export const RECORDER_PAGE = `<!doctype html>
 <script type="module">
   import * as holdfast from '/pkg/dist/index.js';
   window.holdfast = holdfast;
-  window.startClient = (options) => {
-    const rec = { messages: [], gaps: [], errors: [], states: [], others: 0 };
+  // \`tokenFunction\`: the name of a page function (e.g. one exposed by the test) that the
+  // client's token provider calls; every call is counted.
+  window.startClient = (options, { tokenFunction } = {}) => {
+    const rec = { messages: [], gaps: [], errors: [], states: [], others: 0, tokenCalls: 0 };
+    if (tokenFunction) options = { ...options, token: () => (rec.tokenCalls++, window[tokenFunction]()) };
     const client = holdfast.createClient(options);
     client.on('message', (m) => {
       if (m.type === 'tick' && m.data && typeof m.data.seq === 'number') rec.messages.push([m.data.seq, m.id]);
@@ -379,7 +382,7 @@ const NETWORK_NOISE = /WebSocket connection to|Failed to load resource|net::ERR_
 /// Opens `url` in a fresh browser context (own localStorage: no remembered rung leaks
 /// between scenarios), waits for the recorder, starts a client with `options`.
 /// `problems` collects page errors and console errors other than network noise.
-export async function openRecorder(browser, url, options, { beforeStart } = {}) {
+export async function openRecorder(browser, url, options, { beforeStart, tokenFunction } = {}) {
   const context = await browser.newContext();
   const page = await context.newPage();
   await page.addInitScript(INIT_SCRIPT);
@@ -391,7 +394,7 @@ export async function openRecorder(browser, url, options, { beforeStart } = {}) 
   await page.goto(url, { timeout: 20_000 });
   await page.waitForFunction(() => window.ready === true, null, { timeout: 20_000, polling: 50 });
   if (beforeStart) await beforeStart(page, context);
-  await page.evaluate((o) => window.startClient(o), options);
+  await page.evaluate(([o, t]) => window.startClient(o, { tokenFunction: t }), [options, tokenFunction]);
   return { page, context, problems, close: () => context.close().catch(() => {}) };
 }
 
@@ -463,6 +466,7 @@ export async function collect(page) {
       errors: window.rec.errors,
       states: window.rec.states,
       others: window.rec.others,
+      tokenCalls: window.rec.tokenCalls,
       snapshot: { status: snap.status, transport: snap.transport, cursor: snap.cursor, attempt: snap.attempt, lastError: snap.lastError?.code ?? null },
       attempts: list,
       diagnosticsShapeOk: shapeOk,
