@@ -475,7 +475,7 @@ async function main() {
             const offAt = Date.now();
             await publish(many, topic, SIZE.offline, 1);
             await new Promise((res) => setTimeout(res, Math.max(0, SIZE.offlineSecs * 1000 - (Date.now() - offAt))));
-            await p.eval('window.__live.markAt = performance.now(), true');
+            await p.eval('(window.__live.markAt = performance.now(), window.__live.countAtMark = window.__live.count, true)');
             await p.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
             await p.send('Network.disable');
             const res = await call(p, 'hfLiveCaughtUp', { n: SIZE.offline + 1 });
@@ -483,7 +483,10 @@ async function main() {
           }),
       },
     ], Math.min(RUNS, 3));
-    row({ case: `online → caught up (${SIZE.offlineSecs} s offline, ${SIZE.offline.toLocaleString('en-US')} missed)`, hf, fmt: fmtMs, higher: false, note: hf.extra && `rung: ${[...new Set(hf.extra.map((e) => e.transport))].join(', ')}` });
+    row({
+      case: `online → caught up (${SIZE.offlineSecs} s offline, ${SIZE.offline.toLocaleString('en-US')} missed)`, hf, fmt: fmtMs, higher: false,
+      note: hf.extra && `rung: ${[...new Set(hf.extra.map((e) => e.transport))].join(', ')}; events received while offline: ${Math.max(...hf.extra.map((e) => e.duringOffline))}; \`online\` event ${hf.extra.every((e) => e.onlineEvent) ? 'fired' : 'missing in some runs (timed from the switch)'}`,
+    });
   }
 
   // 8. Memory after a million events, after GC, connection still open. Both sides receive

@@ -30,6 +30,8 @@ const wsBase = () => location.origin.replace(/^http/, 'ws');
 function counter(n, timeoutMs, what) {
   let count = 0;
   let t0 = 0;
+  let last = 0; // events carry seq 1..n: every case also checks order and completeness
+  let misordered = 0;
   let resolve;
   let reject;
   const done = new Promise((a, b) => {
@@ -46,12 +48,15 @@ function counter(n, timeoutMs, what) {
     /// Counts one event; returns true on the n-th.
     tick(seq) {
       sink += seq | 0;
+      if (seq !== last + 1) misordered++;
+      last = seq;
       if (count === 0) t0 = performance.now();
       count++;
       if (count === n) {
         const ms = performance.now() - t0;
         clearTimeout(timer);
-        resolve({ n, ms, perSec: n > 1 ? ((n - 1) * 1000) / ms : 0 });
+        if (misordered) reject(new Error(`${what}: ${misordered} of ${n} events arrived out of order, duplicated or after a gap`));
+        else resolve({ n, ms, perSec: n > 1 ? ((n - 1) * 1000) / ms : 0 });
         return true;
       }
       return false;
@@ -434,7 +439,7 @@ async function hfLiveCaughtUp({ n, timeoutMs = 30_000 }) {
     await new Promise((r) => setTimeout(r, 5));
   }
   const from = s.onlineAt ?? s.markAt;
-  return { ms: s.lastAt - from, transport: s.client.snapshot().transport, onlineEvent: s.onlineAt !== null };
+  return { ms: s.lastAt - from, transport: s.client.snapshot().transport, onlineEvent: s.onlineAt !== null, duringOffline: s.countAtMark - 1 };
 }
 
 /// Bytes of wasm linear memory the page holds.
