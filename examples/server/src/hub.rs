@@ -11,8 +11,9 @@
 //!
 //! Each topic keeps a ring of recent events. In memory mode the ring *is* the history. With
 //! Redis the stream is the history and the ring is a cache of its tail, filled by one
-//! follower task per topic (blocking `XREAD`); cursors older than the cache are served from
-//! the stream with `XRANGE`.
+//! follower task per process that reads the streams of all its topics with one blocking
+//! `XREAD` on one connection (new topics interrupt it with `CLIENT UNBLOCK`); cursors older
+//! than the cache are served from the stream with `XRANGE`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::event::{Event, EventId};
 use crate::redis_store::{RedisStore, StoreError};
@@ -116,15 +116,6 @@ pub struct Topic {
     notify: watch::Sender<u64>,
     subscribers: AtomicUsize,
     last_used: Mutex<Instant>,
-    follower: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for Topic {
-    fn drop(&mut self) {
-        if let Some(h) = self.follower.lock().unwrap().take() {
-            h.abort();
-        }
-    }
 }
 
 impl Topic {
@@ -162,6 +153,8 @@ pub struct Hub {
     send_ttl: Duration,
     /// Memory mode's id sequence (the `<seq>` of `<boot_ms>-<seq>`).
     seq: std::sync::atomic::AtomicU64,
+    /// Redis mode: the task that fills every topic's ring from the streams.
+    follower: Option<Arc<Follower>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -173,16 +166,24 @@ pub fn now_ms() -> u64 {
 
 impl Hub {
     pub fn new(history_count: usize, history_secs: u64, redis: Option<RedisStore>) -> Arc<Hub> {
+        let history_count = history_count.max(1);
+        let follower = redis.as_ref().map(|store| {
+            let f = Arc::new(Follower::default());
+            f.client_id.store(-1, Ordering::SeqCst);
+            tokio::spawn(follow(store.clone(), f.clone(), history_count));
+            f
+        });
         Arc::new(Hub {
             topics: Mutex::new(HashMap::new()),
             boot_ms: now_ms(),
-            history_count: history_count.max(1),
+            history_count,
             history_age: (history_secs > 0).then(|| Duration::from_secs(history_secs)),
             max_topics: 100_000,
             redis,
             seen_sends: Mutex::new(HashMap::new()),
             send_ttl: Duration::from_secs(3600),
             seq: std::sync::atomic::AtomicU64::new(0),
+            follower,
         })
     }
 
@@ -225,16 +226,9 @@ impl Hub {
             notify: watch::channel(0).0,
             subscribers: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
-            follower: Mutex::new(None),
         });
-        if let Some(store) = &self.redis {
-            let handle = tokio::spawn(follow(
-                store.clone(),
-                Arc::downgrade(&topic),
-                self.history_count,
-                self.history_age,
-            ));
-            *topic.follower.lock().unwrap() = Some(handle);
+        if let (Some(store), Some(follower)) = (&self.redis, &self.follower) {
+            follower.register(store, &topic);
         }
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
@@ -448,69 +442,134 @@ impl Hub {
     }
 }
 
-/// Redis mode: keeps a topic's ring filled with the stream's new entries.
-async fn follow(
-    store: RedisStore,
-    topic: std::sync::Weak<Topic>,
-    cache: usize,
-    _age: Option<Duration>,
-) {
+/// Redis mode: the topics the follower reads, and how a new topic gets its attention.
+#[derive(Default)]
+struct Follower {
+    topics: Mutex<HashMap<String, std::sync::Weak<Topic>>>,
+    /// Bumped by every registration; `seen` is the last generation the follower took in.
+    generation: std::sync::atomic::AtomicU64,
+    seen: std::sync::atomic::AtomicU64,
+    /// `CLIENT ID` of the follower's connection (negative: none yet).
+    client_id: std::sync::atomic::AtomicI64,
+    /// Wakes the follower while it has no topic at all.
+    registered: tokio::sync::Notify,
+}
+
+impl Follower {
+    fn register(self: &Arc<Self>, store: &RedisStore, topic: &Arc<Topic>) {
+        self.topics
+            .lock()
+            .unwrap()
+            .insert(topic.name.clone(), Arc::downgrade(topic));
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.registered.notify_one();
+        // The follower may be blocked in XREAD on the other topics: interrupt it until it has
+        // taken this registration in (an UNBLOCK that lands between two reads is lost, so
+        // repeat). Until then subscribers of the topic read the stream directly.
+        let store = store.clone();
+        let shared = self.clone();
+        tokio::spawn(async move {
+            for _ in 0..400 {
+                if shared.seen.load(Ordering::SeqCst) >= generation {
+                    return;
+                }
+                let id = shared.client_id.load(Ordering::SeqCst);
+                if id >= 0 {
+                    let _ = store.unblock(id).await;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        });
+    }
+}
+
+/// Redis mode: keeps the rings of all this process's topics filled with their streams' new
+/// entries, with one blocking `XREAD` over all of them on one connection.
+async fn follow(store: RedisStore, shared: Arc<Follower>, cache: usize) {
     loop {
-        let name = match topic.upgrade() {
-            Some(t) => t.name.clone(),
-            None => return,
-        };
         let result: Result<(), StoreError> = async {
             let mut conn = store.blocking_connection().await?;
-            let mut last = store.last_id(&mut conn, &name).await?;
-            if let Some(t) = topic.upgrade() {
-                let mut ring = t.ring.lock().unwrap();
-                ring.events.clear();
-                ring.floor = last;
-                ring.last = last;
-                ring.ready = true;
-                drop(ring);
-                // Subscribers that read from the stream meanwhile may have missed a wake-up.
-                t.wake();
-            }
+            shared
+                .client_id
+                .store(store.client_id(&mut conn).await?, Ordering::SeqCst);
+            let mut positions: HashMap<String, EventId> = HashMap::new();
             loop {
-                let events = store.read_blocking(&mut conn, &name, last).await?;
-                let Some(t) = topic.upgrade() else {
-                    return Ok(());
+                let generation = shared.generation.load(Ordering::SeqCst);
+                let live: Vec<(String, Arc<Topic>)> = {
+                    let mut topics = shared.topics.lock().unwrap();
+                    topics.retain(|_, t| t.strong_count() > 0);
+                    topics
+                        .iter()
+                        .filter_map(|(n, t)| Some((n.clone(), t.upgrade()?)))
+                        .collect()
                 };
-                if events.is_empty() {
+                positions.retain(|n, _| live.iter().any(|(l, _)| l == n));
+                for (name, topic) in &live {
+                    if positions.contains_key(name) {
+                        continue;
+                    }
+                    let last = store.last_id(&mut conn, name).await?;
+                    {
+                        let mut ring = topic.ring.lock().unwrap();
+                        ring.events.clear();
+                        ring.floor = last;
+                        ring.last = last;
+                        ring.ready = true;
+                    }
+                    // Subscribers that read from the stream meanwhile may have missed a wake-up.
+                    topic.wake();
+                    positions.insert(name.clone(), last);
+                }
+                shared.seen.store(generation, Ordering::SeqCst);
+                if positions.is_empty() {
+                    tokio::select! {
+                        _ = shared.registered.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
                     continue;
                 }
-                {
-                    let mut ring = t.ring.lock().unwrap();
-                    for e in events {
-                        if e.id > ring.last {
-                            ring.last = e.id;
-                            last = e.id;
-                            ring.events.push_back(Arc::new(e));
+                let after: Vec<(String, EventId)> =
+                    positions.iter().map(|(n, id)| (n.clone(), *id)).collect();
+                for (name, events) in store.read_many_blocking(&mut conn, &after).await? {
+                    let Some((_, topic)) = live.iter().find(|(n, _)| *n == name) else {
+                        continue;
+                    };
+                    {
+                        let mut ring = topic.ring.lock().unwrap();
+                        for e in events {
+                            if e.id > ring.last {
+                                ring.last = e.id;
+                                ring.events.push_back(Arc::new(e));
+                            }
                         }
-                    }
-                    while ring.events.len() > cache {
-                        if let Some(e) = ring.events.pop_front() {
-                            ring.floor = e.id;
+                        while ring.events.len() > cache {
+                            if let Some(e) = ring.events.pop_front() {
+                                ring.floor = e.id;
+                            }
                         }
+                        positions.insert(name.clone(), ring.last);
                     }
+                    topic.wake();
                 }
-                t.wake();
             }
         }
         .await;
-        match result {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(topic = %name, "redis follower: {e}; retrying");
-                if let Some(t) = topic.upgrade() {
-                    t.ring.lock().unwrap().ready = false;
-                    // Subscribers re-read from the stream itself meanwhile.
-                    t.wake();
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Err(e) = result {
+            tracing::warn!("redis follower: {e}; retrying");
+            shared.client_id.store(-1, Ordering::SeqCst);
+            let live: Vec<Arc<Topic>> = shared
+                .topics
+                .lock()
+                .unwrap()
+                .values()
+                .filter_map(|t| t.upgrade())
+                .collect();
+            for t in live {
+                t.ring.lock().unwrap().ready = false;
+                // Subscribers re-read from the stream itself meanwhile.
+                t.wake();
             }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 }

@@ -213,31 +213,53 @@ impl RedisStore {
             .unwrap_or_default())
     }
 
-    /// Blocks up to [`BLOCK_MS`] for entries after `after`.
-    pub async fn read_blocking(
+    /// Blocks up to [`BLOCK_MS`] for entries of several topics, each after its own id.
+    /// Returns (topic, events) for the topics that have new entries.
+    pub async fn read_many_blocking(
         &self,
         conn: &mut MultiplexedConnection,
-        topic: &str,
-        after: EventId,
-    ) -> Result<Vec<Event>, StoreError> {
-        let reply: Option<StreamReadReply> = redis::cmd("XREAD")
-            .arg("COUNT")
+        after: &[(String, EventId)],
+    ) -> Result<Vec<(String, Vec<Event>)>, StoreError> {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
             .arg(1000)
             .arg("BLOCK")
             .arg(BLOCK_MS)
-            .arg("STREAMS")
-            .arg(self.stream_key(topic))
-            .arg(after.to_string())
-            .query_async(conn)
-            .await?;
+            .arg("STREAMS");
+        for (topic, _) in after {
+            cmd.arg(self.stream_key(topic));
+        }
+        for (_, id) in after {
+            cmd.arg(id.to_string());
+        }
+        let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
+        let prefix = format!("{}:stream:", self.prefix);
         Ok(reply
             .map(|r| {
                 r.keys
                     .iter()
-                    .flat_map(|k| k.ids.iter().filter_map(to_event))
+                    .filter_map(|k| {
+                        let topic = k.key.strip_prefix(&prefix)?.to_string();
+                        Some((topic, k.ids.iter().filter_map(to_event).collect()))
+                    })
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// This connection's id, for `CLIENT UNBLOCK`.
+    pub async fn client_id(&self, conn: &mut MultiplexedConnection) -> Result<i64, StoreError> {
+        Ok(redis::cmd("CLIENT").arg("ID").query_async(conn).await?)
+    }
+
+    /// Interrupts a blocking `XREAD` of another connection (it returns as if timed out).
+    pub async fn unblock(&self, client_id: i64) -> Result<(), StoreError> {
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("UNBLOCK")
+            .arg(client_id)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
     }
 
     /// Drops entries older than `min_ms` (approximately, whole macro nodes).

@@ -206,3 +206,38 @@ async fn a_process_shutting_down_sends_1001_and_the_client_resumes_on_another_wi
     assert_eq!(ns(&events), (10..20).collect::<Vec<u64>>());
     assert!(controls.is_empty(), "{controls:?}");
 }
+
+#[tokio::test]
+async fn many_topics_are_followed_over_a_couple_of_redis_connections() {
+    let Some(r) = redis() else { return };
+    let s = redis_server(&r, &[]);
+    let mut subs = vec![];
+    for i in 0..40 {
+        let mut ws = ws_connect(&s.ws_url(&format!("topic=many-{i}"))).await;
+        assert!(matches!(ws_next(&mut ws).await, Frame::One(v) if v["type"] == "hello"));
+        subs.push(ws);
+    }
+    for i in 0..40 {
+        publish_n(&s, &format!("many-{i}"), i, 1).await;
+    }
+    for (i, ws) in subs.iter_mut().enumerate() {
+        let (events, _) = ws_events(ws, 1, &mut vec![]).await;
+        assert_eq!(ns(&events), vec![i as u64], "topic many-{i}");
+    }
+    let client = redis::Client::open(r.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let clients: u32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The server's command connection, its follower, and this test's connection.
+    assert!(clients <= 4, "{clients} Redis connections for 40 topics");
+}
