@@ -323,12 +323,12 @@ export const RECORDER_PAGE = `<!doctype html>
   // \`tokenFunction\`: the name of a page function (e.g. one exposed by the test) that the
   // client's token provider calls; every call is counted.
   window.startClient = (options, { tokenFunction } = {}) => {
-    const rec = { messages: [], gaps: [], errors: [], states: [], others: 0, tokenCalls: 0 };
+    const rec = { messages: [], gaps: [], errors: [], states: [], others: 0, otherSamples: [], tokenCalls: 0 };
     if (tokenFunction) options = { ...options, token: () => (rec.tokenCalls++, window[tokenFunction]()) };
     const client = holdfast.createClient(options);
     client.on('message', (m) => {
       if (m.type === 'tick' && m.data && typeof m.data.seq === 'number') rec.messages.push([m.data.seq, m.id]);
-      else rec.others++;
+      else if (rec.others++ < 20) rec.otherSamples.push({ id: m.id, type: m.type, data: typeof m.data === 'string' ? m.data.slice(0, 100) : m.data });
     });
     client.on('gap', (g) => rec.gaps.push({ at: rec.messages.length, reason: g.reason, cursor: g.cursor, oldest: g.oldest }));
     client.on('error', (e) => rec.errors.push({ code: e.code, message: e.message, transport: e.transport, at: Date.now() }));
@@ -466,6 +466,7 @@ export async function collect(page) {
       errors: window.rec.errors,
       states: window.rec.states,
       others: window.rec.others,
+      otherSamples: window.rec.otherSamples,
       tokenCalls: window.rec.tokenCalls,
       snapshot: { status: snap.status, transport: snap.transport, cursor: snap.cursor, attempt: snap.attempt, lastError: snap.lastError?.code ?? null },
       attempts: list,
