@@ -2,10 +2,13 @@
 //! (wasm-bindgen-test in headless Chromium). The adapters report engine inputs into a
 //! collecting sink; no engine is involved, so these pin down the web layer alone.
 //!
-//! Run: start `holdfast-server --port 0`, then
+//! Run: start `holdfast-server --port 0`, then (the URL is baked in at compile time)
 //! `HOLDFAST_TEST_URL=http://127.0.0.1:PORT CHROMEDRIVER=/usr/bin/chromedriver \
-//!  cargo test --target wasm32-unknown-unknown -p holdfast --test browser_adapters`
-//! (`cargo xtask test` does all of it).
+//!  cargo test --target wasm32-unknown-unknown -p holdfast --test 'browser_*'`
+//! (`cargo xtask test` does all of it). Firefox: `GECKODRIVER=$(which geckodriver)` instead
+//! of `CHROMEDRIVER`. wasm-pack: `HOLDFAST_TEST_URL=… wasm-pack test --headless --chrome
+//! --chromedriver /usr/bin/chromedriver --mode no-install . --test browser_client`.
+//! A publish key, when the server has one: `HOLDFAST_TEST_PUBLISH_KEY`.
 #![cfg(target_arch = "wasm32")]
 
 mod browser_common;
