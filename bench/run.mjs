@@ -11,7 +11,9 @@
 //   HOLDFAST_PACKAGE_DIR      the built npm package (empty: the package did not build)
 //   HOLDFAST_FAULT_PROXY_BIN  holdfast-fault-proxy (empty: the fault cases are n/a)
 //   CHROMIUM                  browser binary (default /usr/bin/chromium)
-// Flags: --runs N (default 5), --only a,b (case ids), --out FILE (markdown report),
+// Flags: --runs N (default 5), --only a,b (case ids: ws1 batch sse poll rtt first offline
+//        memory sio size), --out FILE (markdown report), --doc BENCHMARKS.md (replace the
+//        table between its markers), --profile ws1,sse (CPU profile of those Holdfast runs),
 //        --quick (fewer events and runs, for trying the harness).
 
 import { spawn } from 'node:child_process';
@@ -38,6 +40,7 @@ const quick = argv.includes('--quick');
 const RUNS = Number(flag('--runs') ?? (quick ? 2 : 5));
 const ONLY = flag('--only')?.split(',');
 const OUT = flag('--out');
+const DOC = flag('--doc'); // BENCHMARKS.md: the table between its markers is replaced
 const PROFILE = flag('--profile')?.split(','); // case ids whose Holdfast runs get a CPU profile
 const SIZE = {
   frame1: quick ? 10_000 : 40_000, // 1 event per frame
@@ -539,6 +542,17 @@ async function main() {
   const report = render(rows, sizeRows, { browser: browser.version, elapsed });
   console.log(report);
   if (OUT) writeFileSync(OUT, report);
+  if (DOC) {
+    // Replace the table between the markers of BENCHMARKS.md, leaving the notes around it.
+    const text = readFileSync(DOC, 'utf8');
+    const begin = '<!-- bench:begin -->';
+    const end = '<!-- bench:end -->';
+    const a = text.indexOf(begin);
+    const b = text.indexOf(end);
+    if (a === -1 || b < a) throw new Error(`${DOC} has no ${begin} … ${end} markers`);
+    writeFileSync(DOC, `${text.slice(0, a + begin.length)}\n${report}\n${text.slice(b)}`);
+    log(`table written into ${DOC}`);
+  }
 }
 
 // ---------------------------------------------------------------- report
