@@ -101,6 +101,11 @@ pub struct Config {
     #[arg(long, default_value_t = 256)]
     pub ws_batch_max: usize,
 
+    /// Allowed origin for cross-origin fetch/SSE/send (repeatable, e.g.
+    /// `https://app.example.com`); without it any origin is allowed (`*`).
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+
     /// Use `X-Forwarded-For` / `X-Real-IP` as the client address (only behind a trusted proxy).
     #[arg(long)]
     pub trust_proxy: bool,

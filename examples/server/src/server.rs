@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{Auth, AuthError};
 use crate::config::Config;
@@ -61,8 +61,18 @@ pub struct SubQuery {
 
 pub fn router(app: Arc<App>) -> Router {
     let base = app.cfg.base_path();
+    let origins: Vec<HeaderValue> = app
+        .cfg
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
     let cors = CorsLayer::new()
-        .allow_origin(Any)
+        .allow_origin(if origins.is_empty() {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(origins)
+        })
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([
             header::AUTHORIZATION,

@@ -449,3 +449,21 @@ async fn shutdown_ends_sse_streams_and_returns_held_polls() {
     assert_eq!(status, 200);
     assert_eq!(s.wait_exit(), Some(0));
 }
+
+#[tokio::test]
+async fn cors_can_be_limited_to_listed_origins() {
+    let s = Server::start(&["--cors-origin", "http://app.example"]);
+    let get = |origin: &'static str| {
+        http()
+            .get(s.url("/poll?topic=c&wait=0"))
+            .header("Origin", origin)
+            .send()
+    };
+    let res = get("http://app.example").await.unwrap();
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "http://app.example"
+    );
+    let res = get("http://evil.example").await.unwrap();
+    assert!(!res.headers().contains_key("access-control-allow-origin"));
+}
