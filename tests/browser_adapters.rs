@@ -76,30 +76,59 @@ async fn websocket_adapter_resumes_after_the_since_cursor() {
 }
 
 #[wasm_bindgen_test]
-async fn websocket_adapter_reports_a_refused_upgrade_as_a_close_without_open() {
+async fn websocket_adapter_probes_a_refused_upgrade_and_reports_its_http_status() {
     let rec = Recorder::new();
     let url = format!("{}/no-such-endpoint/ws", server().replacen("http", "ws", 1));
     let _ws = WsConn::open(C, &url, decoder(), rec.sink()).unwrap();
-    rec.wait_for("the close", |inputs| {
-        inputs.iter().any(|i| matches!(i, Input::Closed { .. }))
-    })
-    .await;
+    rec.wait_for("the outcome", |inputs| !inputs.is_empty())
+        .await;
+    sleep(100).await;
     let inputs = rec.take();
-    assert!(
-        !inputs.iter().any(|i| matches!(i, Input::Opened { .. })),
-        "never opened: {:?}",
-        kinds(&inputs)
-    );
+    assert_eq!(inputs.len(), 1, "one outcome: {:?}", kinds(&inputs));
     assert!(
         matches!(
-            inputs.last(),
-            Some(Input::Closed {
-                code: Some(1006),
+            inputs[0],
+            Input::HttpStatus {
+                conn: C,
+                status: 404,
                 ..
-            })
+            }
         ),
         "{:?}",
         kinds(&inputs)
+    );
+}
+
+#[wasm_bindgen_test]
+async fn websocket_adapter_reports_the_close_when_the_probe_learns_nothing() {
+    // Nothing listens on port 9 (discard): the probe fails too, so the close is reported.
+    let rec = Recorder::new();
+    let _ws = WsConn::open(C, "ws://127.0.0.1:9/realtime/ws", decoder(), rec.sink()).unwrap();
+    rec.wait_for("the close", |inputs| !inputs.is_empty()).await;
+    let inputs = rec.take();
+    assert!(!inputs.iter().any(|i| matches!(i, Input::Opened { .. })));
+    assert!(
+        matches!(
+            inputs[0],
+            Input::Closed {
+                code: Some(1006),
+                ..
+            }
+        ),
+        "{:?}",
+        kinds(&inputs)
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_plain_get_of_the_websocket_endpoint_is_refused_so_a_probe_can_tell() {
+    let (_task, response) =
+        holdfast::web::http::fetch("GET", &http_url("ws", "probe", None), None, &[], None);
+    let status = response.await.expect("an answer").status();
+    assert!(
+        (400..500).contains(&status),
+        "a plain GET of the WebSocket endpoint answers {}",
+        status
     );
 }
 

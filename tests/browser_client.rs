@@ -264,6 +264,17 @@ async fn falls_back_to_sse_when_the_websocket_endpoint_is_missing() {
     c.wasm.start();
     c.wait("the client to open", |c| c.status() == "open").await;
     assert_eq!(c.transport().as_deref(), Some("sse"));
+    let refused = c
+        .of_kind("error")
+        .into_iter()
+        .find(|e| e.get(1).as_string().as_deref() == Some("upgrade_refused"))
+        .expect("an upgrade_refused error");
+    let msg = refused.get(2).as_string().unwrap();
+    assert!(
+        msg.contains("HTTP 404"),
+        "the probe's status is in the message: {}",
+        msg
+    );
     publish(&topic, 3).await;
     c.wait("3 messages", |c| c.seqs().len() >= 3).await;
     assert_eq!(c.seqs(), vec![1, 2, 3]);

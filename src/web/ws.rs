@@ -1,13 +1,18 @@
 //! WebSocket adapter. Text frames (and binary frames holding UTF-8 JSON) become
 //! [`Input::Items`]; `onopen`/`onclose` become [`Input::Opened`]/[`Input::Closed`] with the
 //! close code. Browsers hide the HTTP status of a refused upgrade (the socket just closes
-//! with 1006 before opening); the engine classifies that from timing.
-//! Dropping the adapter removes its handlers and closes the socket.
+//! with 1006 before opening), so then the adapter probes: a plain `GET` of the same URL
+//! shows what answered (404: no such endpoint; 400/426: something dropped the Upgrade
+//! headers; 401/403: the token), reported as [`Input::HttpStatus`] for the engine to
+//! classify. When the probe learns nothing (no answer, a 2xx page) the close is reported
+//! as is. Dropping the adapter removes its handlers, closes the socket and aborts a probe.
 
+use super::http::{self, Task};
 use super::json::Decoder;
 use super::Sink;
 use crate::engine::{ConnId, FrameError, Input};
 use js_sys::{ArrayBuffer, JsString, Uint8Array};
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -18,6 +23,7 @@ pub struct WsConn {
     _on_open: Closure<dyn Fn()>,
     _on_message: Closure<dyn Fn(MessageEvent)>,
     _on_close: Closure<dyn Fn(CloseEvent)>,
+    _probe: Rc<RefCell<Option<Task>>>,
 }
 
 impl WsConn {
@@ -27,8 +33,14 @@ impl WsConn {
         let ws = WebSocket::new(url).map_err(|e| super::js_error_message(&e))?;
         ws.set_binary_type(BinaryType::Arraybuffer);
 
+        let opened = Rc::new(Cell::new(false));
+        let probe: Rc<RefCell<Option<Task>>> = Rc::default();
         let s = sink.clone();
-        let on_open = Closure::<dyn Fn()>::new(move || s(Input::Opened { conn }));
+        let o = opened.clone();
+        let on_open = Closure::<dyn Fn()>::new(move || {
+            o.set(true);
+            s(Input::Opened { conn })
+        });
         let s = sink.clone();
         let on_message = Closure::<dyn Fn(MessageEvent)>::new(move |e: MessageEvent| {
             let data = e.data();
@@ -54,12 +66,18 @@ impl WsConn {
             };
             s(input)
         });
+        let p = probe.clone();
+        let probe_url = http_url(url);
         let on_close = Closure::<dyn Fn(CloseEvent)>::new(move |e: CloseEvent| {
-            sink(Input::Closed {
+            let closed = Input::Closed {
                 conn,
                 code: Some(e.code()),
                 reason: e.reason(),
-            })
+            };
+            match (&probe_url, opened.get() || e.code() != 1006) {
+                (Some(u), false) => *p.borrow_mut() = Some(probe_upgrade(u, closed, sink.clone())),
+                _ => sink(closed),
+            }
         });
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -70,6 +88,7 @@ impl WsConn {
             _on_open: on_open,
             _on_message: on_message,
             _on_close: on_close,
+            _probe: probe,
         })
     }
 
@@ -88,6 +107,34 @@ impl WsConn {
         };
         let _ = self.ws.close_with_code(code);
     }
+}
+
+/// The `http(s)` URL of a `ws(s)` URL.
+fn http_url(ws: &str) -> Option<String> {
+    let rest = ws.strip_prefix("ws")?;
+    Some(String::from("http") + rest)
+}
+
+/// `GET`s the endpoint of a socket that closed without opening and reports the status
+/// (`closed` when the probe learns nothing).
+fn probe_upgrade(url: &str, closed: Input<JsValue>, sink: Sink) -> Task {
+    let (task, response) = http::fetch("GET", url, None, &[], None);
+    let alive = task.alive();
+    wasm_bindgen_futures::spawn_local(async move {
+        let input = match (response.await, &closed) {
+            (Ok(r), Input::Closed { conn, .. }) if !r.ok() => Input::HttpStatus {
+                conn: *conn,
+                status: r.status(),
+                retry_after_ms: http::retry_after_ms(&r),
+                error_code: http::error_code(&r).await,
+            },
+            _ => closed,
+        };
+        if alive.get() {
+            sink(input);
+        }
+    });
+    task
 }
 
 impl Drop for WsConn {
