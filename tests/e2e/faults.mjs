@@ -348,16 +348,18 @@ export const RECORDER_PAGE = `<!doctype html>
 /// lets a test move \`Date.now\` forward (a simulated sleep).
 const INIT_SCRIPT = `(() => {
   window.__wasmMemories = [];
+  // Export names may be minified: take every exported WebAssembly.Memory.
   const keep = (r) => {
     const inst = r && (r.instance || r);
-    const mem = inst && inst.exports && inst.exports.memory;
-    if (mem) window.__wasmMemories.push(mem);
+    for (const v of Object.values((inst && inst.exports) || {})) if (v instanceof WebAssembly.Memory) window.__wasmMemories.push(v);
     return r;
   };
   const inst = WebAssembly.instantiate;
   WebAssembly.instantiate = function (...a) { return inst.apply(this, a).then(keep); };
   const stream = WebAssembly.instantiateStreaming;
   if (stream) WebAssembly.instantiateStreaming = function (...a) { return stream.apply(this, a).then(keep); };
+  // The package may instantiate synchronously (an inlined module): \`new WebAssembly.Instance\`.
+  WebAssembly.Instance = new Proxy(WebAssembly.Instance, { construct(t, a, nt) { return keep(Reflect.construct(t, a, nt)); } });
   const realNow = Date.now.bind(Date);
   window.__clockOffset = 0;
   Date.now = () => realNow() + window.__clockOffset;
