@@ -65,6 +65,19 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
+/// Binds with a deep accept queue: after a restart every client reconnects at once, and the
+/// default backlog (1,024) overflows, turning the burst into 1 s SYN retransmits.
+fn bind(host: std::net::IpAddr, port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if host.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::new(host, port))?;
+    socket.listen(8192)
+}
+
 /// Runs the server until a shutdown signal.
 pub async fn run(cfg: Config) -> Result<(), String> {
     let (tx, rx) = watch::channel(false);
@@ -140,8 +153,7 @@ pub async fn serve(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<(), S
         metrics,
         shutdown: shutdown.clone(),
     });
-    let listener = tokio::net::TcpListener::bind((cfg.host, cfg.port))
-        .await
+    let listener = bind(cfg.host, cfg.port)
         .map_err(|e| format!("cannot bind {}:{}: {e}", cfg.host, cfg.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     {
