@@ -467,3 +467,60 @@ async fn cors_can_be_limited_to_listed_origins() {
     let res = get("http://evil.example").await.unwrap();
     assert!(!res.headers().contains_key("access-control-allow-origin"));
 }
+
+#[tokio::test]
+async fn a_client_switching_rungs_at_every_step_gets_every_event_exactly_once() {
+    let s = Server::start(&[]);
+    let mut got: Vec<u64> = vec![];
+    let mut cursor: Option<String> = None;
+    let mut next = 0;
+    for round in 0..3 {
+        // WebSocket: adopt hello's cursor if none yet, take what is pending plus a live batch.
+        let q = match &cursor {
+            Some(c) => format!("topic=sw&since={c}"),
+            None => "topic=sw".to_string(),
+        };
+        let mut ws = ws_connect(&s.ws_url(&q)).await;
+        let hello = match ws_next(&mut ws).await {
+            Frame::One(v) => v,
+            other => panic!("{other:?}"),
+        };
+        if cursor.is_none() {
+            cursor = Some(hello["cursor"].as_str().unwrap().to_string());
+        }
+        let pending = got.len();
+        publish_n(&s, "sw", next, 5).await;
+        next += 5;
+        let (events, _) = ws_events(&mut ws, next - pending, &mut vec![]).await;
+        got.extend(ns(&events));
+        cursor = Some(events.last().unwrap()["id"].as_str().unwrap().to_string());
+        drop(ws);
+        publish_n(&s, "sw", next, 5).await; // published while switching
+        next += 5;
+        // Polling.
+        let (_, v) = poll(&s, &format!("topic=sw&since={}", cursor.as_ref().unwrap())).await;
+        got.extend(ns(v["events"].as_array().unwrap()));
+        cursor = Some(v["cursor"].as_str().unwrap().to_string());
+        publish_n(&s, "sw", next, 5).await;
+        next += 5;
+        // SSE with Last-Event-ID.
+        let mut sse = Sse::open(&s.url("/sse?topic=sw"), cursor.as_deref()).await;
+        let evs = sse.events(5, &mut vec![]).await;
+        for e in &evs {
+            got.push(
+                serde_json::from_str::<Value>(&e.data).unwrap()["n"]
+                    .as_u64()
+                    .unwrap(),
+            );
+        }
+        cursor = evs.last().unwrap().id.clone();
+        drop(sse);
+        publish_n(&s, "sw", next, 5).await;
+        next += 5;
+        assert_eq!(got.len(), next - 5, "round {round}");
+    }
+    // The last 5 are still pending for the next connection.
+    let (_, v) = poll(&s, &format!("topic=sw&since={}", cursor.unwrap())).await;
+    got.extend(ns(v["events"].as_array().unwrap()));
+    assert_eq!(got, (0..next as u64).collect::<Vec<u64>>());
+}
