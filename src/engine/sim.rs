@@ -75,6 +75,9 @@ enum Ev {
     Offline,
     Online,
     Sleep,
+    /// The page goes to the background: its timers fire up to a minute late.
+    Hide,
+    Show,
     /// Server-side check of a held poll / idle cut-off.
     Check(ConnId),
     /// Server heartbeat on a quiet stream.
@@ -97,6 +100,7 @@ struct Sim {
     publish_until: Millis,
     end: Millis,
     offline: bool,
+    hidden: bool,
     style: IdStyle,
     retain: usize,
     log: Vec<String>,
@@ -187,6 +191,7 @@ impl Sim {
             publish_until: faults_until + 60_000,
             end: faults_until + 360_000,
             offline: false,
+            hidden: false,
             style,
             retain,
             log: Vec::new(),
@@ -216,6 +221,8 @@ impl Sim {
         s.at(1_000 + a, Ev::Cut);
         s.at(5_000 + b, Ev::Offline);
         s.at(10_000 + c, Ev::Sleep);
+        let d = s.rng.below_incl(90_000);
+        s.at(3_000 + d, Ev::Hide);
         s
     }
 
@@ -839,7 +846,14 @@ impl Sim {
         let mut sends_left = 12;
         for _ in 0..2_000_000 {
             let next_q = self.queue.peek().map(|Reverse((t, _))| *t);
-            let next_t = self.e.poll_timeout();
+            // Background throttling: a hidden page's timers run on a one-minute grid.
+            let next_t = self.e.poll_timeout().map(|t| {
+                if self.hidden {
+                    t.div_ceil(60_000) * 60_000
+                } else {
+                    t
+                }
+            });
             let (t, timer) = match (next_q, next_t) {
                 (None, None) => break,
                 (Some(q), None) => (q, false),
@@ -860,6 +874,7 @@ impl Sim {
             if timer {
                 // Timers sometimes fire a little late, as browsers do.
                 self.now += self.rng.below_incl(3) * self.rng.below_incl(40);
+
                 self.step(Input::Timeout);
                 if self.e.poll_timeout().is_some_and(|t| t <= self.now) {
                     self.fail("a deadline at or before now survived a Timeout");
@@ -885,8 +900,7 @@ impl Sim {
                             if let Ok(id) = self.e.send(0, self.now) {
                                 self.sent.push(id.0);
                             }
-                            self.step(Input::Hidden); // drains the send's outputs
-                            self.step(Input::Visible);
+                            self.step(Input::Remembered(None)); // drains the send's outputs
                         }
                     }
                 }
@@ -935,6 +949,22 @@ impl Sim {
                     if self.in_faults() {
                         let d = 20_000 + self.rng.below_incl(120_000);
                         self.at(self.now + d, Ev::Offline);
+                    }
+                }
+                Ev::Hide => {
+                    if self.in_faults() {
+                        self.hidden = true;
+                        self.step(Input::Hidden);
+                        let d = 10_000 + self.rng.below_incl(150_000);
+                        self.at(self.now + d, Ev::Show);
+                    }
+                }
+                Ev::Show => {
+                    self.hidden = false;
+                    self.step(Input::Visible);
+                    if self.in_faults() {
+                        let d = 20_000 + self.rng.below_incl(120_000);
+                        self.at(self.now + d, Ev::Hide);
                     }
                 }
                 Ev::Sleep => {
