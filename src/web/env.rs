@@ -8,8 +8,10 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::EventTarget;
 
+type Listener = (EventTarget, &'static str, Closure<dyn Fn()>);
+
 pub struct PageEnv {
-    listeners: Vec<(EventTarget, &'static str, Closure<dyn Fn()>)>,
+    listeners: Vec<Listener>,
 }
 
 /// What the page looks like now: (`navigator.onLine`, `document.visibilityState == "visible"`).
@@ -64,9 +66,13 @@ impl PageEnv {
         }
     }
 
-    /// How many listeners are registered (for the teardown test).
+    /// How many listeners are registered.
     pub fn len(&self) -> usize {
         self.listeners.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.listeners.is_empty()
     }
 }
 

@@ -15,9 +15,11 @@ use web_sys::{Event, EventSource, MessageEvent};
 
 const CONTROL: [&str; 6] = ["message", "hello", "heartbeat", "pong", "reset", "ack"];
 
+type Listener = (String, Closure<dyn Fn(Event)>);
+
 pub struct EsConn {
     es: EventSource,
-    listeners: Vec<(String, Closure<dyn Fn(Event)>)>,
+    listeners: Vec<Listener>,
 }
 
 impl EsConn {

@@ -94,7 +94,7 @@ impl SseConn {
                     return sink(closed(String::from("the server ended the event stream")));
                 }
                 let Ok(bytes) = Reflect::get(&chunk, &JsValue::from_str("value"))
-                    .and_then(|v| v.dyn_into::<Uint8Array>().map_err(|v| v))
+                    .and_then(|v| v.dyn_into::<Uint8Array>())
                 else {
                     continue;
                 };
