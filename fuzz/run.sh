@@ -1,0 +1,12 @@
+#!/bin/sh
+# Runs every engine fuzz target for a bounded time (default 60 s each). Works on stable
+# Rust through RUSTC_BOOTSTRAP=1 (cargo-fuzz needs -Z flags). Usage: fuzz/run.sh [seconds]
+set -eu
+secs="${1:-60}"
+cd "$(dirname "$0")"
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz
+export RUSTC_BOOTSTRAP=1
+for t in sse_parser frame_decoder engine_inputs; do
+  echo "== fuzz $t for ${secs}s"
+  cargo fuzz run "$t" -- -max_total_time="$secs" -print_final_stats=0
+done
