@@ -30,6 +30,8 @@ pub use config::Config;
 /// Raises the open-file limit as far as allowed (every connection is a descriptor): the soft
 /// limit to the hard one, and, when the process may (root), both to the kernel's `nr_open`.
 /// Returns the soft limit in force.
+// `rlim_t` is u64 here but not on every target.
+#[allow(clippy::unnecessary_cast)]
 pub fn raise_fd_limit() -> u64 {
     let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
