@@ -436,15 +436,16 @@ export async function waitForSeq(page, seq, timeoutMs = 20_000) {
 }
 
 /// Everything the page recorded, plus the client's snapshot and diagnostics, read as the
-/// contract (js/src/types.ts) describes them: `attempts[].failure` is an error code or null.
+/// contract (js/src/types.ts `Diagnostics`) describes them: `attempts[].failure` is a
+/// HoldfastError (its `code` is the failure class) or null, `notes` are `{at, text}`.
 /// `diagnosticsShapeOk` is false when the wrapper hands out something else (the failure
-/// classes are still extracted, so the scenario checks its behaviour; one test checks the
-/// shape itself).
+/// classes are still extracted where possible, so the scenario checks its behaviour; one
+/// test checks the shape itself).
 export async function collect(page) {
   return page.evaluate(() => {
     const snap = window.client.snapshot();
     const d = window.client.diagnostics();
-    let shapeOk = Array.isArray(d.attempts) && d.snapshot === snap;
+    let shapeOk = Array.isArray(d.attempts) && Array.isArray(d.notes) && d.snapshot === snap;
     let attempts = d.attempts;
     if (attempts.length === 2 && Array.isArray(attempts[0]) && Array.isArray(attempts[1])) {
       attempts = attempts[0];
@@ -452,16 +453,20 @@ export async function collect(page) {
     }
     const list = attempts.map((a) => {
       let failure = a.failure;
-      if (Array.isArray(failure)) {
-        shapeOk = false;
-        failure = failure[0];
-      } else if (failure && typeof failure === 'object') {
-        shapeOk = false;
+      let message = null;
+      if (failure && typeof failure === 'object' && !Array.isArray(failure)) {
+        message = failure.message ?? null;
+        if (typeof failure.code !== 'string' || typeof failure.message !== 'string') shapeOk = false;
         failure = failure.code;
-      } else if (failure !== null && typeof failure !== 'string') shapeOk = false;
-      if (typeof a.transport !== 'string' || typeof a.startedAt !== 'number') shapeOk = false;
-      return { transport: a.transport, probe: !!a.probe, failure: failure ?? null, startedAt: a.startedAt, message: a.message ?? null };
+      } else if (Array.isArray(failure)) {
+        shapeOk = false;
+        message = failure[1];
+        failure = failure[0];
+      } else if (failure !== null) shapeOk = false;
+      if (typeof a.transport !== 'string' || typeof a.startedAt !== 'number' || typeof a.probe !== 'boolean') shapeOk = false;
+      return { transport: a.transport, probe: !!a.probe, failure: failure ?? null, message, startedAt: a.startedAt, openedAt: a.openedAt ?? null };
     });
+    const notes = Array.isArray(d.notes) ? d.notes.map((n) => ({ at: n.at, text: String(n.text) })) : [];
     return {
       messages: window.rec.messages,
       gaps: window.rec.gaps,
@@ -472,6 +477,7 @@ export async function collect(page) {
       tokenCalls: window.rec.tokenCalls,
       snapshot: { status: snap.status, transport: snap.transport, cursor: snap.cursor, attempt: snap.attempt, lastError: snap.lastError?.code ?? null },
       attempts: list,
+      notes,
       diagnosticsShapeOk: shapeOk,
     };
   });

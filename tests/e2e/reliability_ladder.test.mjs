@@ -143,5 +143,54 @@ test('scenario 12: a blocked WebSocket that starts working again is found by a p
   assert.ok(probes.some((x) => x.failure === 'upgrade_refused'), 'a probe failed while the WebSocket was blocked');
   const sawSse = result.states.some((s) => s.status === 'open' && s.transport === 'sse');
   assert.ok(sawSse, 'the client delivered over SSE before moving up');
+  assert.ok(result.notes.some((n) => /moved up/i.test(n.text)), `a note says it moved up: ${JSON.stringify(result.notes)}`);
   assert.deepEqual(problems, []);
+});
+
+test('client.diagnostics() lists each attempt and note as documented (transport, probe, url, times, failure as a HoldfastError)', { timeout: 60_000 }, async () => {
+  // The shape of js/src/types.ts `Diagnostics`/`Attempt`/`Note`; the scenarios read the
+  // failure classes (`failure.code`) and notes from it.
+  const proxy = await startProxy(server.url, { refuseUpgrade: 404 });
+  let rec;
+  try {
+    rec = await openRecorder(browser, `${proxy.url}/r.html`, { url: '/realtime', params: { topic: 'diag' }, ...FAST });
+    await waitOpen(rec.page, 'sse');
+    const d = await rec.page.evaluate(() => {
+      const d = window.client.diagnostics();
+      const plain = (a) => ({ ...a, failure: a.failure && { isError: a.failure instanceof Error, name: a.failure.name, code: a.failure.code, message: a.failure.message, transport: a.failure.transport } });
+      return {
+        sameSnapshot: d.snapshot === window.client.snapshot(),
+        attempts: Array.isArray(d.attempts) ? d.attempts.map(plain) : d.attempts,
+        notes: d.notes,
+      };
+    });
+    assert.ok(d.sameSnapshot, 'diagnostics().snapshot is the current snapshot');
+    assert.ok(Array.isArray(d.attempts) && d.attempts.length >= 2, `at least the refused WebSocket and the SSE attempt: ${JSON.stringify(d.attempts).slice(0, 400)}`);
+    const num = (v) => v === null || typeof v === 'number';
+    for (const a of d.attempts) {
+      const s = JSON.stringify(a);
+      assert.ok(['websocket', 'sse', 'polling'].includes(a.transport), `transport: ${s}`);
+      assert.equal(typeof a.probe, 'boolean', `probe: ${s}`);
+      assert.equal(typeof a.url, 'string', `url: ${s}`);
+      assert.equal(typeof a.startedAt, 'number', `startedAt: ${s}`);
+      assert.ok(num(a.openedAt) && num(a.firstDataAt) && num(a.endedAt), `openedAt/firstDataAt/endedAt: ${s}`);
+      if (a.failure !== null) {
+        assert.ok(a.failure.isError && a.failure.name === 'HoldfastError', `failure is a HoldfastError: ${s}`);
+        assert.equal(typeof a.failure.code, 'string', `failure.code: ${s}`);
+        assert.ok(typeof a.failure.message === 'string' && a.failure.message.length > 10, `failure.message says what happened: ${s}`);
+      }
+    }
+    const ws = d.attempts.find((a) => a.transport === 'websocket');
+    assert.equal(ws.failure?.code, 'upgrade_refused');
+    assert.equal(ws.openedAt, null);
+    assert.ok(ws.endedAt >= ws.startedAt);
+    const sse = d.attempts.find((a) => a.transport === 'sse');
+    assert.equal(sse.failure, null);
+    assert.ok(sse.openedAt >= sse.startedAt && sse.firstDataAt >= sse.openedAt, 'the SSE attempt opened and delivered');
+    assert.ok(Array.isArray(d.notes), 'notes is an array');
+    for (const n of d.notes) assert.ok(typeof n.at === 'number' && typeof n.text === 'string', `note: ${JSON.stringify(n)}`);
+  } finally {
+    await rec?.close();
+    await proxy.stop();
+  }
 });

@@ -157,7 +157,7 @@ test('scenario 4c: with a ping interval just above the idle cut-off, the adaptiv
       () => {
         const d = window.client.diagnostics();
         const attempts = Array.isArray(d.attempts[0]) ? d.attempts[0] : d.attempts;
-        return attempts.some((a) => a.failure === 'idle_cutoff' || (Array.isArray(a.failure) && a.failure[0] === 'idle_cutoff'));
+        return attempts.some((a) => a.failure === 'idle_cutoff' || a.failure?.code === 'idle_cutoff' || (Array.isArray(a.failure) && a.failure[0] === 'idle_cutoff'));
       },
       null,
       { timeout: 60_000, polling: 200 },
@@ -173,6 +173,7 @@ test('scenario 4c: with a ping interval just above the idle cut-off, the adaptiv
     report('4c', a, result.snapshot.transport, classes, `idle cuts before learning ${cutsThen}, after ${cutsAfter - cutsThen}`);
     assert.ok(failureClasses(learned).includes('idle_cutoff'), `idle cut-off detected: ${JSON.stringify(failureClasses(learned))}`);
     assert.equal(cutsAfter - cutsThen, 0, 'no idle cut once the ping interval was shortened');
+    assert.ok(result.notes.some((n) => /ping interval/i.test(n.text)), `a note explains the shorter ping interval: ${JSON.stringify(result.notes)}`);
     assertDelivery(assert, a);
     assert.equal(result.snapshot.transport, 'websocket');
     assert.deepEqual(env.problems, []);
@@ -344,9 +345,11 @@ test('scenario 9b: after a simulated sleep (the clock jumps a minute) the client
     await waitForSeq(env.page, target, 15_000);
     const { result, audit: a } = await finish(env.page, env.publisher, { firstOwed });
     const classes = failureClasses(result);
-    report('9b', a, result.snapshot.transport, classes);
+    const sleptNote = result.notes.find((n) => /slept|sleep/i.test(n.text));
+    report('9b', a, result.snapshot.transport, classes, `note: ${sleptNote?.text ?? 'none'}`);
     assertDelivery(assert, a);
     assert.ok(classes.includes('heartbeat_timeout'), `the dead connection was found by a ping: ${JSON.stringify(classes)}`);
+    assert.ok(sleptNote, `the client noticed the clock jump: ${JSON.stringify(result.notes)}`);
     assert.equal(result.snapshot.transport, 'websocket');
     assert.deepEqual(env.problems, []);
   } finally {
