@@ -1,7 +1,8 @@
 // Bundles the wrapper with esbuild and emits .d.ts with tsc (called by xtask/src/package.rs
 // after wasm-bindgen wrote js/wasm/). Usage: node js/build.mjs <out-dir>
 import { build } from 'esbuild';
-import { copyFileSync, mkdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { execFileSync } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,7 +42,11 @@ await build({
   plugins: [shareIndex],
 });
 
-// Script tag: one file, wasm inlined, defines window.Holdfast.
+// Script tag: one file, wasm inlined (gzipped, base64), defines window.Holdfast.
+writeFileSync(
+  join(root, 'js/wasm/holdfast_wasm_bg.wasm.gz'),
+  gzipSync(readFileSync(join(root, 'js/wasm/holdfast_wasm_bg.wasm')), { level: 9 }),
+);
 await build({
   ...common,
   format: 'iife',
@@ -49,8 +54,8 @@ await build({
   platform: 'browser',
   entryPoints: ['js/src/script.ts'],
   outfile: join(out, 'holdfast.js'),
-  loader: { '.wasm': 'binary' },
-  // The glue's fallback `new URL(..., import.meta.url)` is never reached (initSync gets bytes).
+  loader: { '.gz': 'base64' },
+  // The glue's fallback `new URL(..., import.meta.url)` is never reached (init gets bytes).
   define: { 'import.meta.url': '"about:blank"' },
 });
 

@@ -1,5 +1,5 @@
-// esbuild's `binary` loader turns the .wasm into a Uint8Array (script-tag build only).
-declare module '*.wasm' {
-  const bytes: Uint8Array;
-  export default bytes;
+// esbuild's `base64` loader turns the gzipped wasm into a base64 string (script-tag build).
+declare module '*.wasm.gz' {
+  const base64: string;
+  export default base64;
 }
