@@ -98,9 +98,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route(&format!("{base}/health"), get(health))
         .route("/metrics", get(metrics));
     if let Some(dir) = &app.cfg.static_dir {
-        r = r.fallback_service(
+        // `no-cache`: revalidate every load, so a rebuilt package is picked up at once
+        // (ServeDir answers revalidations with 304 from Last-Modified).
+        let files = tower_http::set_header::SetResponseHeader::if_not_present(
             tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true),
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
         );
+        r = r.fallback_service(files);
     }
     r.layer(cors).with_state(app)
 }

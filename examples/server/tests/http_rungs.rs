@@ -349,6 +349,7 @@ async fn static_files_are_served_with_wasm_and_javascript_types() {
         assert_eq!(res.status(), 200, "{path}");
         let ct = res.headers()["content-type"].to_str().unwrap().to_string();
         assert!(ct.contains(ty), "{path}: {ct}");
+        assert_eq!(res.headers()["cache-control"], "no-cache", "{path}");
     }
     let res = http()
         .get(format!("{root}/missing.js"))
