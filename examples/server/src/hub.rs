@@ -505,7 +505,9 @@ async fn follow(store: RedisStore, shared: Arc<Follower>, cache: usize) {
                 };
                 positions.retain(|n, _| live.iter().any(|(l, _)| l == n));
                 for (name, topic) in &live {
-                    if positions.contains_key(name) {
+                    // A topic forgotten by the sweep and created again is a new object with
+                    // an unpositioned ring, under a name the follower already reads.
+                    if positions.contains_key(name) && topic.ring.lock().unwrap().ready {
                         continue;
                     }
                     let last = store.last_id(&mut conn, name).await?;
