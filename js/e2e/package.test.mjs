@@ -7,6 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { build } from 'esbuild';
+import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -50,7 +51,7 @@ function scratchProject() {
   const dir = mkdtempSync(join(tmpdir(), 'holdfast-pkg-'));
   mkdirSync(join(dir, 'node_modules'));
   cpSync(process.env.HOLDFAST_PACKAGE_DIR, join(dir, 'node_modules/holdfast'), { recursive: true });
-  for (const dep of ['react', 'react-dom', 'scheduler'])
+  for (const dep of ['react', 'react-dom', 'scheduler', '@types'])
     symlinkSync(join(root, 'node_modules', dep), join(dir, 'node_modules', dep));
   writeFileSync(join(dir, 'app.jsx'), REACT_APP);
   return dir;
@@ -192,4 +193,36 @@ test('server rendering imports the package and renders the connecting state with
   assert.equal(typeof globalThis.window, 'undefined');
   const { html } = await import(pathToFileURL(join(work, 'render.mjs')));
   assert.equal(html.replace(/<!-- -->/g, ''), '<p id="out">connecting|null|-|0</p>');
+});
+
+test('the package types check in a TypeScript app using holdfast and holdfast/react', () => {
+  writeFileSync(
+    join(work, 'consumer.tsx'),
+    `import { createClient, diagnose, HoldfastError, type Snapshot, type Message } from 'holdfast';
+     import { useHoldfast, useHoldfastEvent } from 'holdfast/react';
+     const c = createClient({ url: '/realtime', transports: ['sse', 'polling'], params: { topic: 't', n: 1 },
+       token: async () => 'x', heartbeat: { intervalMs: 30000 }, backoff: { maxMs: 5000 } });
+     const off: () => void = c.on('message', (m: Message) => console.log(m.id, m.type, m.data));
+     c.on('error', (e: HoldfastError) => console.log(e.code, e.transport));
+     const s: Snapshot = c.snapshot();
+     const status: 'connecting' | 'open' | 'reconnecting' | 'offline' | 'closed' = s.status;
+     c.send({ a: 1 }).then(() => c.close());
+     c.diagnostics().attempts.forEach((a) => a.failure?.code);
+     diagnose('/realtime').then((r) => r.map((x) => x.ok));
+     export function App() {
+       const hf = useHoldfast<{ seq: number }>({ url: '/realtime' });
+       useHoldfastEvent<{ percent: number }>(hf, 'progress', (d) => d.percent.toFixed());
+       return <p>{hf.status}{hf.lastMessage?.data.seq}{status}{String(off)}</p>;
+     }
+     // @ts-expect-error: an unknown transport is a type error
+     createClient({ url: '/r', transports: ['carrier-pigeon'] });`,
+  );
+  writeFileSync(
+    join(work, 'tsconfig.json'),
+    JSON.stringify({
+      compilerOptions: { strict: true, noEmit: true, jsx: 'react-jsx', module: 'esnext', moduleResolution: 'bundler', target: 'es2020', lib: ['es2022', 'dom'], skipLibCheck: false, types: [] },
+      files: ['consumer.tsx'],
+    }),
+  );
+  execFileSync(join(root, 'node_modules/.bin/tsc'), ['-p', join(work, 'tsconfig.json')], { stdio: 'inherit' });
 });
