@@ -200,11 +200,23 @@ impl Hub {
     }
 
     pub fn topic(self: &Arc<Self>, name: &str) -> Result<Arc<Topic>, HubError> {
+        self.topic_for(name, false)
+    }
+
+    /// Looks a topic up (or creates it); counts a subscriber under the same lock the sweep
+    /// takes, so the sweep never forgets a topic a subscriber is just joining.
+    fn topic_for(self: &Arc<Self>, name: &str, subscribe: bool) -> Result<Arc<Topic>, HubError> {
         if !valid_topic(name) {
             return Err(HubError::BadTopic(name.to_string()));
         }
         let mut topics = self.topics.lock().unwrap();
         if let Some(t) = topics.get(name) {
+            // Marked used under the sweep's lock: a publish that just looked the topic up
+            // cannot land in a topic the sweep forgets a moment later.
+            *t.last_used.lock().unwrap() = Instant::now();
+            if subscribe {
+                t.subscribers.fetch_add(1, Ordering::Relaxed);
+            }
             return Ok(t.clone());
         }
         if topics.len() >= self.max_topics {
@@ -230,13 +242,15 @@ impl Hub {
         if let (Some(store), Some(follower)) = (&self.redis, &self.follower) {
             follower.register(store, &topic);
         }
+        if subscribe {
+            topic.subscribers.fetch_add(1, Ordering::Relaxed);
+        }
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
     }
 
     pub fn subscribe(self: &Arc<Self>, name: &str) -> Result<Subscription, HubError> {
-        let topic = self.topic(name)?;
-        topic.subscribers.fetch_add(1, Ordering::Relaxed);
+        let topic = self.topic_for(name, true)?;
         Ok(Subscription { topic })
     }
 
