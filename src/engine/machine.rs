@@ -10,7 +10,7 @@
 //! take over when it delivers. Every deadline lives in one list ([`Engine::poll_timeout`]
 //! and [`Input::Timeout`] read the same one), so a reported deadline is always consumed.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use super::delivery::{order_key, Delivery};
 use super::diagnostics::{Attempt, Diagnostics};
@@ -153,6 +153,8 @@ pub struct Engine<D> {
 
     /// What a WebSocket probe delivered before proving itself (see `on_items`).
     probe_buffer: Vec<Item<D>>,
+    /// Ids the session delivered while a probe was open: the probe's stream repeats them.
+    handover: HashSet<String>,
     stalls: u32,
     stall_rung: usize,
     demoted_at: Option<Millis>,
@@ -171,6 +173,8 @@ pub struct Engine<D> {
 const CLOSE_NORMAL: u16 = 1000;
 /// Items a WebSocket probe may deliver before it answers a ping.
 const PROBE_BUFFER_MAX: usize = 4_096;
+/// Ids remembered for a probe's handover (see `handover`).
+const HANDOVER_MAX: usize = 8_192;
 /// Minimum idle time before a death counts towards idle cut-off detection.
 const IDLE_MIN_MS: u64 = 5_000;
 
@@ -237,6 +241,7 @@ impl<D: Clone> Engine<D> {
             server_heartbeat: None,
             idle_deaths: Vec::new(),
             probe_buffer: Vec::new(),
+            handover: HashSet::new(),
             stalls: 0,
             stall_rung: 0,
             demoted_at: None,
@@ -606,7 +611,26 @@ impl<D: Clone> Engine<D> {
                 kind,
                 data,
             } => {
+                // Delivered by the old session while this conn was a probe: a repeat, even
+                // for opaque ids that fell out of the dedup window.
+                if let Some(e) = &eid {
+                    if !self.handover.is_empty() && self.handover.remove(e.as_str()) {
+                        return;
+                    }
+                }
                 if self.delivery.accept(eid.as_deref()) {
+                    if let (Some(e), Some(probe)) = (&eid, self.probe_id()) {
+                        if self.handover.len() >= HANDOVER_MAX {
+                            // Too busy to hand over safely now: try again later.
+                            let err = HoldfastError::new(
+                                ErrorCode::OpenTimeout,
+                                "the probe did not prove itself before too many events passed",
+                            );
+                            self.fail_conn(probe, err, Action::Fallback, true, now);
+                        } else {
+                            self.handover.insert(e.clone());
+                        }
+                    }
                     if let Some(c) = self.conn_mut(id) {
                         c.delivered = true;
                     }
@@ -1437,6 +1461,7 @@ impl<D: Clone> Engine<D> {
         }
         let target = self.probe_target.min(rung - 1);
         self.probe_buffer.clear();
+        self.handover.clear();
         self.open_conn(target, Role::Probe, now);
     }
 
@@ -1543,6 +1568,7 @@ impl<D: Clone> Engine<D> {
 
     fn session_lost(&mut self, c: Conn, err: HoldfastError, action: Action, now: Millis) {
         self.emit_error(err.clone());
+        self.handover.clear();
         self.session_rung = None;
         self.session_conn = None;
         self.next_poll_at = None;
@@ -1815,6 +1841,7 @@ impl<D: Clone> Engine<D> {
         if let Some(pos) = self.conns.iter().position(|c| c.id == id) {
             if self.conns.remove(pos).role == Role::Probe {
                 self.probe_buffer.clear();
+                self.handover.clear();
             }
             if let Some(a) = self.diagnostics.attempt_mut(id) {
                 if a.ended_at.is_none() {
@@ -1830,6 +1857,13 @@ impl<D: Clone> Engine<D> {
                 self.session_conn = None;
             }
         }
+    }
+
+    fn probe_id(&self) -> Option<ConnId> {
+        self.conns
+            .iter()
+            .find(|c| c.role == Role::Probe)
+            .map(|c| c.id)
     }
 
     fn conn(&self, id: ConnId) -> Option<&Conn> {
