@@ -171,6 +171,9 @@ pub struct Engine<D> {
 }
 
 const CLOSE_NORMAL: u16 = 1000;
+/// Longest wait a server can impose (`Retry-After`, close reasons, `heartbeatMs`): an hour.
+/// Values from the wire are clamped so no deadline arithmetic can overflow.
+const MAX_WAIT_MS: u64 = 3_600_000;
 /// Items a WebSocket probe may deliver before it answers a ping.
 const PROBE_BUFFER_MAX: usize = 4_096;
 /// Ids remembered for a probe's handover (see `handover`).
@@ -868,7 +871,7 @@ impl<D: Clone> Engine<D> {
                     _ => {
                         self.post_attempt += 1;
                         let d = self.post_backoff();
-                        let d = f.retry_after_ms.map_or(d, |r| r.max(d));
+                        let d = f.retry_after_ms.map_or(d, |r| r.min(MAX_WAIT_MS).max(d));
                         self.post_retry_at = Some(now + d);
                     }
                 }
@@ -985,6 +988,7 @@ impl<D: Clone> Engine<D> {
     fn silence_ms(&self) -> u64 {
         match self.server_heartbeat {
             Some(h) => h
+                .min(MAX_WAIT_MS)
                 .saturating_mul(2)
                 .saturating_add(self.options.heartbeat.pong_timeout_ms),
             None => self.options.heartbeat.server_silence_ms,
@@ -2001,7 +2005,7 @@ fn classify_status(
             with_code("the token is not allowed to read this topic"),
         ),
         429 | 503 => {
-            let wait = retry_after.unwrap_or(5_000);
+            let wait = retry_after.unwrap_or(5_000).min(MAX_WAIT_MS);
             (
                 ErrorCode::RateLimited,
                 Action::RateLimited(wait),
@@ -2053,7 +2057,7 @@ fn classify_close(code: u16, reason: &str) -> (ErrorCode, Action, String) {
         ),
         4429 | 1013 => {
             let wait = super::util::parse_u64(reason.trim())
-                .map(|s| s.saturating_mul(1000))
+                .map(|s| s.saturating_mul(1000).min(MAX_WAIT_MS))
                 .unwrap_or(5_000);
             (
                 ErrorCode::RateLimited,

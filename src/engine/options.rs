@@ -266,6 +266,34 @@ impl Options {
     /// Checks every option; the error names the first bad one and says what is allowed.
     /// URLs are checked when the engine is created (they need the page).
     pub fn validate(&self) -> Result<(), HoldfastError> {
+        // A year is more than any sane timing and keeps every deadline far from overflow.
+        const MAX_MS: u64 = 365 * 24 * 3600 * 1000;
+        let b = &self.backoff;
+        let h = &self.heartbeat;
+        let t = &self.timeouts;
+        for (name, v) in [
+            ("backoff.initialMs", b.initial_ms),
+            ("backoff.maxMs", b.max_ms),
+            ("backoff.spreadMs", b.spread_ms),
+            ("backoff.healthyAfterMs", b.healthy_after_ms),
+            ("heartbeat.pingIntervalMs", h.ping_interval_ms),
+            ("heartbeat.pongTimeoutMs", h.pong_timeout_ms),
+            ("heartbeat.serverSilenceMs", h.server_silence_ms),
+            ("heartbeat.clockJumpMs", h.clock_jump_ms),
+            ("timeouts.openMs", t.open_ms),
+            ("timeouts.raceMs", t.race_ms),
+            ("timeouts.firstFrameMs", t.first_frame_ms),
+            ("timeouts.sseFirstBytesMs", t.sse_first_bytes_ms),
+            ("probe.initialMs", self.probe.initial_ms),
+            ("probe.maxMs", self.probe.max_ms),
+            ("memory.ttlMs", self.memory.ttl_ms),
+            ("polling.waitMs", self.polling.wait_ms.unwrap_or(0)),
+            ("polling.intervalMs", self.polling.interval_ms),
+        ] {
+            if v > MAX_MS {
+                return Err(invalid(name, "must be at most a year (31536000000 ms)"));
+            }
+        }
         if self.transports.is_empty() {
             return Err(invalid(
                 "transports",

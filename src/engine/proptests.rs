@@ -227,7 +227,7 @@ fn drive(data: &[u8]) {
             6 => Input::HttpStatus {
                 conn,
                 status: 200 + (b as u16) * 2,
-                retry_after_ms: Some(b as u64 * 100),
+                retry_after_ms: Some(if b == 255 { u64::MAX } else { b as u64 * 100 }),
                 error_code: None,
             },
             7 => Input::Activity {
@@ -238,7 +238,7 @@ fn drive(data: &[u8]) {
                 let item = match b % 8 {
                     0 => Item::Hello {
                         cursor: Some((b as u32).to_string()),
-                        heartbeat_ms: Some(a as u64 * 100),
+                        heartbeat_ms: Some(if a == 255 { u64::MAX } else { a as u64 * 100 }),
                     },
                     1 => Item::Heartbeat,
                     2 => Item::Pong,
@@ -277,7 +277,11 @@ fn drive(data: &[u8]) {
                 } else {
                     Some(1000 + (a as u16) * 16)
                 },
-                reason: (b / 2).to_string(),
+                reason: if b == 255 {
+                    u64::MAX.to_string()
+                } else {
+                    (b / 2).to_string()
+                },
             },
             12 => Input::SendResult {
                 msg_id: MessageId(String::from("x")),
@@ -299,7 +303,12 @@ fn drive(data: &[u8]) {
                 Input::Hidden
             }
             _ => {
-                now += (a as u64) * 1000;
+                // The wall clock may also step back (NTP): nothing may panic.
+                if b & 3 == 3 {
+                    now = now.saturating_sub((a as u64) * 1000);
+                } else {
+                    now += (a as u64) * 1000;
+                }
                 Input::Timeout
             }
         };

@@ -1260,6 +1260,10 @@ fn each_invalid_option_names_itself() {
             Box::new(|o| o.params = vec![(String::new(), "v".into())]),
         ),
         ("interop.idField", Box::new(|o| o.interop.id_field.clear())),
+        (
+            "timeouts.openMs",
+            Box::new(|o| o.timeouts.open_ms = u64::MAX),
+        ),
     ];
     for (name, f) in cases {
         let mut o = opts();
