@@ -123,10 +123,13 @@ test('scenario 4b: with heartbeats off, the idle connection is cut, and the clie
     const stats = await env.proxy.stats();
     const { result, audit: a } = await finish(env.page, env.publisher, { firstOwed });
     const classes = failureClasses(result);
-    report('4b', a, result.snapshot.transport, classes, `idle cuts ${stats.cuts.idle}`);
+    // With nothing crossing an idle connection it is cut again 2 s after the last event,
+    // so the client may be between connections now: its rung is the one it was last open on.
+    const rung = result.snapshot.transport ?? result.states.filter((x) => x.status === 'open').at(-1)?.transport ?? null;
+    report('4b', a, rung, classes, `idle cuts ${stats.cuts.idle}, status ${result.snapshot.status}`);
     assertDelivery(assert, a);
     assert.ok(stats.cuts.idle >= 2, `the proxy cut idle connections (${stats.cuts.idle})`);
-    assert.equal(result.snapshot.transport, 'websocket', 'a cut is no reason to fall back');
+    assert.equal(rung, 'websocket', 'a cut is no reason to fall back');
     assert.ok(
       classes.length > 0 && classes.every((c) => ['closed_by_peer', 'idle_cutoff'].includes(c)),
       `the cuts are classified as closed_by_peer/idle_cutoff: ${JSON.stringify(classes)}`,
@@ -212,7 +215,9 @@ for (const rung of ['websocket', 'sse', 'polling']) {
       const classes = failureClasses(result);
       report(`5 (${rung})`, a, result.snapshot.transport, classes, `connections cut ${cuts}, errors [${errorCodes(result)}]`);
       assertDelivery(assert, a);
-      assert.ok(cuts >= 8, `the proxy cut connections (${cuts})`);
+      // A poll request is open most of the time, but not while the client waits out its
+      // backoff after the previous cut: fewer cuts find one.
+      assert.ok(cuts >= (rung === 'polling' ? 4 : 8), `the proxy cut connections (${cuts})`);
       assert.equal(result.snapshot.transport, rung);
       assert.ok(errorCodes(result).length > 0, 'the client reported the lost connections');
       assert.ok(
