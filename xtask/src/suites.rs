@@ -9,8 +9,9 @@
 //! - `browser` — wasm-bindgen-test files `tests/browser_*.rs` in headless Chromium and then
 //!               headless Firefox, against a reference server this driver starts.
 //! - `e2e`     — Playwright (playwright-core driving /usr/bin/chromium) loading the built npm
-//!               package: `node --test tests/e2e/ examples/nextjs/test/` (the Next.js app is
-//!               built with `next build` and served by `next start`).
+//!               package: `node --test tests/e2e/ js/e2e/ examples/nextjs/test/` — the
+//!               reliability scenarios, the package in Vite/esbuild/script-tag/React pages,
+//!               and the Next.js app built with `next build` and served by `next start`.
 //!
 //! Each suite's own output streams through; its counts are read from the runner's summary
 //! lines. The last line is `N passed, N failed`. A suite that cannot run (a build error)
@@ -165,6 +166,7 @@ fn e2e_suite(ctx: &Ctx) -> Result<Counts, String> {
     let mut cmd = Command::new("node");
     cmd.args(["--test", "--test-reporter=tap", "--test-concurrency=1"])
         .arg(ctx.root.join("tests/e2e"))
+        .arg(ctx.root.join("js/e2e"))
         .arg(ctx.root.join("examples/nextjs/test"))
         .env("HOLDFAST_SERVER_BIN", &server_bin)
         .env("HOLDFAST_FAULT_PROXY_BIN", &proxy_bin)
