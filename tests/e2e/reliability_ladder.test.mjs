@@ -121,6 +121,41 @@ test('scenario 3: SSE held back by a buffering proxy is detected and the client 
   assert.deepEqual(problems, []);
 });
 
+// With the default deadlines the next rung is raced in (3 s) before the broken one is
+// diagnosed (5 s): the rung that lost the race must still say why it was abandoned.
+const DEFAULT_TIMEOUTS = { openMs: 10_000, raceMs: 3000, firstFrameMs: 5000, sseFirstBytesMs: 5000 };
+
+test('scenario 2 with the default deadlines: the silent WebSocket that loses the race to SSE is still classified silent_after_open', { timeout: 90_000 }, async () => {
+  const { result, audit: a, classes, problems } = await scenario('2 (default deadlines)', {
+    topic: 's2d',
+    faults: { paths: ['/realtime/ws'], silenceAfterUpgrade: true },
+    options: { timeouts: DEFAULT_TIMEOUTS },
+    openOn: 'sse',
+  });
+  assertDelivery(assert, a);
+  assert.equal(result.snapshot.transport, 'sse');
+  assert.ok(classes.includes('silent_after_open'), `failure classes ${JSON.stringify(classes)} include silent_after_open`);
+  assert.deepEqual(problems, []);
+});
+
+test('scenario 3 with the default deadlines: the buffered SSE that loses the race to polling is still classified sse_buffered', { timeout: 90_000 }, async () => {
+  const { result, audit: a, classes, problems } = await scenario('3 (default deadlines)', {
+    topic: 's3d',
+    faults: {
+      rules: [
+        { paths: ['/realtime/ws'], refuseUpgrade: 404 },
+        { paths: ['/realtime/sse'], bufferBytes: 1 << 20, bufferHeaders: false },
+      ],
+    },
+    options: { timeouts: DEFAULT_TIMEOUTS },
+    openOn: 'polling',
+  });
+  assertDelivery(assert, a);
+  assert.equal(result.snapshot.transport, 'polling');
+  assert.ok(classes.includes('sse_buffered'), `failure classes ${JSON.stringify(classes)} include sse_buffered`);
+  assert.deepEqual(problems, []);
+});
+
 test('scenario 12: a blocked WebSocket that starts working again is found by a probe; the client moves back up without loss', { timeout: 90_000 }, async () => {
   const { result, audit: a, classes, problems } = await scenario(12, {
     topic: 's12',
