@@ -14,6 +14,8 @@
 // Flags: --runs N (default 5), --only a,b (case ids: ws1 batch sse poll rtt first offline
 //        memory sio size), --out FILE (markdown report), --doc BENCHMARKS.md (replace the
 //        table between its markers), --profile ws1,sse (CPU profile of those Holdfast runs),
+//        --compare DIR (a second package build, e.g. with a candidate change: its
+//        throughput runs are interleaved with the others and get their own rows),
 //        --quick (fewer events and runs, for trying the harness).
 
 import { spawn } from 'node:child_process';
@@ -42,6 +44,7 @@ const ONLY = flag('--only')?.split(',');
 const OUT = flag('--out');
 const DOC = flag('--doc'); // BENCHMARKS.md: the table between its markers is replaced
 const PROFILE = flag('--profile')?.split(','); // case ids whose Holdfast runs get a CPU profile
+const COMPARE = flag('--compare'); // a second built package (its dir): A/B rows for the throughput cases
 const SIZE = {
   frame1: quick ? 10_000 : 40_000, // 1 event per frame
   batch: 100_000, // catch-up, server batching
@@ -178,6 +181,7 @@ async function buildSite() {
   cleanups.push(() => rmSync(site, { recursive: true, force: true }));
   cpSync(join(here, 'pages'), site, { recursive: true });
   if (PACKAGE_DIR && existsSync(join(PACKAGE_DIR, 'dist/index.js'))) cpSync(PACKAGE_DIR, join(site, 'pkg'), { recursive: true });
+  if (COMPARE) cpSync(COMPARE, join(site, 'pkg-b'), { recursive: true });
   mkdirSync(join(site, 'vendor'), { recursive: true });
   await esbuild.build({
     stdin: { contents: "export { io } from 'socket.io-client';", resolveDir: root },
@@ -370,40 +374,57 @@ async function main() {
 
   // 1. WebSocket, one event per frame.
   if (want('ws1')) {
-    const [hf, nat] = await measure([
+    const [hf, ...others] = await measure([
       { label: 'holdfast ws1', na: hfNa, run: hfCatchUp(one, 'ws1-hf', SIZE.frame1, ['websocket']) },
+      ...(COMPARE ? [{ label: 'holdfast ws1 (--compare)', run: hfCatchUp(one, 'ws1-hfb', SIZE.frame1, ['websocket'], { pkg: 'pkg-b' }) }] : []),
       { label: 'native ws1', run: rate(on(one, 'wsNative', { topic: 'frame1', n: SIZE.frame1 })) },
     ], RUNS);
+    const hfB = COMPARE ? others.shift() : null;
+    const [nat] = others;
     row({ case: 'WebSocket, 1 event per frame', hf, base: nat, baseLabel: 'native WebSocket + JSON.parse', fmt: fmtRate, higher: true, goal: '≥ 0.95', check: (x) => x >= 0.95 });
+    if (hfB) row({ case: 'WebSocket, 1 event per frame', hf: hfB, hfLabel: '--compare build', base: nat, baseLabel: 'native WebSocket + JSON.parse', fmt: fmtRate, higher: true, goal: '≥ 0.95', check: (x) => x >= 0.95 });
   }
 
   // 2. WebSocket, server batching: catch-up of 100,000 events.
   if (want('batch')) {
-    const [hf, nat] = await measure([
+    const [hf, ...others] = await measure([
       { label: 'holdfast batch', na: hfNa, run: hfCatchUp(many, 'batch-hf', SIZE.batch, ['websocket']) },
+      ...(COMPARE ? [{ label: 'holdfast batch (--compare)', run: hfCatchUp(many, 'batch-hfb', SIZE.batch, ['websocket'], { pkg: 'pkg-b' }) }] : []),
       { label: 'native batch', run: rate(on(many, 'wsNative', { topic: 'batch', n: SIZE.batch })) },
     ], RUNS);
+    const hfB = COMPARE ? others.shift() : null;
+    const [nat] = others;
     row({ case: `WebSocket, catch-up of ${SIZE.batch.toLocaleString('en-US')} (server batches)`, hf, base: nat, baseLabel: 'native WebSocket, same batches', fmt: fmtRate, higher: true });
+    if (hfB) row({ case: `WebSocket, catch-up of ${SIZE.batch.toLocaleString('en-US')} (server batches)`, hf: hfB, hfLabel: '--compare build', base: nat, baseLabel: 'native WebSocket, same batches', fmt: fmtRate, higher: true });
   }
 
   // 3. SSE.
   if (want('sse')) {
-    const [hf, fetchSse, es] = await measure([
+    const [hf, ...others] = await measure([
       { label: 'holdfast sse', na: hfNa, run: hfCatchUp(many, 'sse-hf', SIZE.stream, ['sse']) },
+      ...(COMPARE ? [{ label: 'holdfast sse (--compare)', run: hfCatchUp(many, 'sse-hfb', SIZE.stream, ['sse'], { pkg: 'pkg-b' }) }] : []),
       { label: 'fetch-stream sse', run: rate(on(many, 'sseFetch', { topic: 'stream', n: SIZE.stream })) },
       { label: 'EventSource', run: rate(on(many, 'sseNative', { topic: 'stream', n: SIZE.stream })) },
     ], RUNS);
+    const hfB = COMPARE ? others.shift() : null;
+    const [fetchSse, es] = others;
     row({ case: 'SSE', hf, base: fetchSse, baseLabel: 'fetch stream parsed in plain JS', fmt: fmtRate, higher: true, goal: '≥ 0.9', check: (x) => x >= 0.9 });
+    if (hfB) row({ case: 'SSE', hf: hfB, hfLabel: '--compare build', base: fetchSse, baseLabel: 'fetch stream parsed in plain JS', fmt: fmtRate, higher: true, goal: '≥ 0.9', check: (x) => x >= 0.9 });
     row({ case: 'SSE', hf, base: es, baseLabel: 'native EventSource', fmt: fmtRate, higher: true });
+    if (hfB) row({ case: 'SSE', hf: hfB, hfLabel: '--compare build', base: es, baseLabel: 'native EventSource', fmt: fmtRate, higher: true });
   }
 
   // 4. Polling.
   if (want('poll')) {
-    const [hf, nat] = await measure([
+    const [hf, ...others] = await measure([
       { label: 'holdfast poll', na: hfNa, run: hfCatchUp(many, 'poll-hf', SIZE.stream, ['polling']) },
+      ...(COMPARE ? [{ label: 'holdfast poll (--compare)', run: hfCatchUp(many, 'poll-hfb', SIZE.stream, ['polling'], { pkg: 'pkg-b' }) }] : []),
       { label: 'fetch poll', run: rate(on(many, 'pollFetch', { topic: 'stream', n: SIZE.stream })) },
     ], RUNS);
+    const hfB = COMPARE ? others.shift() : null;
+    const [nat] = others;
     row({ case: 'polling (1,000 per batch)', hf, base: nat, baseLabel: 'plain fetch loop, same batches', fmt: fmtRate, higher: true, goal: '≥ 0.9', check: (x) => x >= 0.9 });
+    if (hfB) row({ case: 'polling (1,000 per batch)', hf: hfB, hfLabel: '--compare build', base: nat, baseLabel: 'plain fetch loop, same batches', fmt: fmtRate, higher: true, goal: '≥ 0.9', check: (x) => x >= 0.9 });
   }
 
   // 5. Round trip.

@@ -23,7 +23,7 @@ for (const name of ['instantiate', 'instantiateStreaming']) {
 let sink = 0; // keeps the per-event work observable
 const keep = []; // clients and sockets kept open until the page closes (memory case)
 
-const loadHoldfast = () => import('/pkg/dist/index.js');
+const loadHoldfast = (pkg = 'pkg') => import(`/${pkg}/dist/index.js`);
 const wsBase = () => location.origin.replace(/^http/, 'ws');
 
 /// A counter that resolves after `n` events and rejects after `timeoutMs`.
@@ -128,9 +128,9 @@ function gateOpen() {
 
 /// Holdfast catch-up, step 1: a client on `transports`, live on `topic`, with short backoff.
 /// Resolves once it is open; the driver then publishes one primer event.
-async function hfOpen({ topic, transports, eventSource = false, gate = true }) {
+async function hfOpen({ topic, transports, eventSource = false, gate = true, pkg }) {
   if (gate) installGate();
-  const { createClient } = await loadHoldfast();
+  const { createClient } = await loadHoldfast(pkg);
   const client = createClient({
     url: '/realtime', params: { topic }, transports, eventSource, remember: false,
     backoff: { initialMs: 50, maxMs: 100 },
