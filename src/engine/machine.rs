@@ -1496,6 +1496,20 @@ impl<D: Clone> Engine<D> {
         };
         if let Some(a) = self.diagnostics.attempt_mut(id) {
             a.failure = Some(err.clone());
+        } else {
+            // A poll request inside a session is logged only when it fails.
+            let url = self.rung_url(c.transport, None, false);
+            self.diagnostics.push_attempt(Attempt {
+                conn: id,
+                transport: c.transport,
+                probe: false,
+                url,
+                started_at: c.started_at,
+                opened_at: c.opened_at,
+                first_data_at: None,
+                ended_at: Some(now),
+                failure: Some(err.clone()),
+            });
         }
         self.remove_conn(id, now, if close { Some(CLOSE_NORMAL) } else { None });
         match c.role {

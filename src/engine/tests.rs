@@ -1496,3 +1496,29 @@ fn an_online_event_during_a_session_verifies_the_connection() {
     h.advance(6_000);
     assert!(h.is_open(ws));
 }
+
+#[test]
+fn a_failed_poll_inside_a_session_is_in_the_diagnostics() {
+    let mut o = opts();
+    o.transports = vec![Transport::Polling];
+    let mut h = H::started(o);
+    let p = h.connect_last();
+    h.closed(p, None);
+    h.advance_until_open();
+    let (p2, _, _) = h.last_conn();
+    h.input(Input::HttpStatus {
+        conn: p2,
+        status: 503,
+        retry_after_ms: Some(2_000),
+        error_code: Some("unavailable".into()),
+    });
+    let last = h.e.diagnostics().attempts.back().unwrap();
+    assert_eq!(last.conn, p2);
+    assert_eq!(last.failure.as_ref().unwrap().code, ErrorCode::RateLimited);
+    assert!(last
+        .failure
+        .as_ref()
+        .unwrap()
+        .message
+        .contains("unavailable"));
+}
