@@ -264,7 +264,6 @@ test('scenario 8: offline pauses the client (status offline, no attempts) and on
     const afterOnline = result.attempts.filter((x) => x.startedAt >= onlineAt);
     const delay = afterOnline.length ? afterOnline[0].startedAt - onlineAt : null;
     report(8, a, result.snapshot.transport, classes, `errors [${errorCodes(result)}], first attempt ${delay} ms after online`);
-    if (process.env.HOLDFAST_E2E_DEBUG) console.log(JSON.stringify({ offlineAt, onlineAt, attempts: result.attempts, states: result.states, errors: result.errors }, null, 1));
     assertDelivery(assert, a);
     assert.ok(offlineAt && onlineAt, 'the browser fired offline and online');
     assert.equal(during.snapshot.status, 'offline');
