@@ -192,6 +192,7 @@ test('bad input over SSE: a BOM, CR and CRLF line ends, split events, unknown fi
           setTimeout(() => res.write(four.slice(7, 20)), 50);
           setTimeout(() => {
             res.write(four.slice(20));
+            res.write(ev(good(2))); // a repeat (non-increasing id): dropped silently
             res.write(ev(good(5)));
             // Over the limit: the parser cannot go on; the client reconnects from event 5.
             res.write(`id: 1-95\nevent: tick\ndata: ${JSON.stringify({ pad: big })}\n\n`);
@@ -225,7 +226,7 @@ test('bad input over SSE: a BOM, CR and CRLF line ends, split events, unknown fi
   }
 });
 
-test('bad input over polling: garbage, wrongly shaped and oversized poll bodies are typed errors and polling goes on', { timeout: 60_000 }, async () => {
+test('bad input over polling: garbage, wrongly shaped and oversized poll bodies are typed errors, a replay of old events is dropped, and polling goes on', { timeout: 60_000 }, async () => {
   let evil, rec;
   const LAST = 9;
   try {
@@ -239,6 +240,7 @@ test('bad input over polling: garbage, wrongly shaped and oversized poll bodies 
         };
         if (n === 3) return json('{"events": ['); // bad_frame: truncated JSON
         if (n === 5) return json({ events: 'nope', cursor: 'x' }); // bad_frame: events not an array
+        if (n === 6) return json({ events: [good(1), good(2)], cursor: '1-2' }); // a replay: dropped silently
         if (n === 7) return json({ events: [{ id: '1-99', type: 'tick', data: { pad: big } }], cursor: '1-99' }); // frame_too_large
         if (n === 9) return json('<html><body>502 Bad Gateway</body></html>'); // bad_frame: an error page
         const events = [];
