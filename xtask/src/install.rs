@@ -30,6 +30,7 @@ const GECKODRIVER_VERSION: &str = "0.37.1";
 pub fn ensure_all(ctx: &Ctx) -> Result<(), String> {
     ensure_apt_packages()?;
     ensure_geckodriver()?;
+    ensure_cargo_fuzz()?;
     ensure_build_tools(ctx)
 }
 
@@ -80,6 +81,18 @@ fn ensure_geckodriver() -> Result<(), String> {
     }
     step(&format!("cargo install geckodriver --version {GECKODRIVER_VERSION} (about 4 minutes)"));
     run(Command::new("cargo").args(["install", "geckodriver", "--force", "--version", GECKODRIVER_VERSION]))
+}
+
+/// cargo-fuzz drives the engine's fuzz targets (`fuzz/`); it runs on stable with
+/// RUSTC_BOOTSTRAP=1 because it passes -Z flags for the sanitizer.
+pub fn ensure_cargo_fuzz() -> Result<(), String> {
+    const VERSION: &str = "0.13.2";
+    let have = capture(Command::new("cargo").args(["fuzz", "--version"])).unwrap_or_default();
+    if have.split_whitespace().nth(1) == Some(VERSION) {
+        return Ok(());
+    }
+    step(&format!("cargo install cargo-fuzz --version {VERSION} (about 2 minutes)"));
+    run(Command::new("cargo").args(["install", "cargo-fuzz", "--force", "--version", VERSION]))
 }
 
 /// `npm ci` when node_modules is missing or older than the lock file.

@@ -6,6 +6,8 @@
 //!               the deployment-config checks (real nginx).
 //! - `js`      — the TypeScript wrapper against a scripted fake of the wasm module
 //!               (`node --test js/test/`), no browser.
+//! - `fuzz`    — each cargo-fuzz target of the engine (SSE parser, frame decoder, engine
+//!               inputs) for a bounded time; a clean run counts as one passed test.
 //! - `browser` — wasm-bindgen-test files `tests/browser_*.rs` in headless Chromium and then
 //!               headless Firefox, against a reference server this driver starts.
 //! - `e2e`     — Playwright (playwright-core driving /usr/bin/chromium) loading the built npm
@@ -33,11 +35,17 @@ struct Counts {
     failed: u64,
 }
 
-const SUITES: &[&str] = &["native", "js", "browser", "e2e"];
+const SUITES: &[&str] = &["native", "js", "fuzz", "browser", "e2e"];
+
+/// The engine's cargo-fuzz targets (fuzz/fuzz_targets/) and how long each runs in a test run
+/// (HOLDFAST_FUZZ_SECS overrides; longer campaigns: `fuzz/run.sh 600`).
+const FUZZ_TARGETS: &[&str] = &["sse_parser", "frame_decoder", "engine_inputs"];
+const FUZZ_SECS_DEFAULT: u64 = 30;
 
 // Upper bounds per suite, including their builds on a cold 2-core machine. Together they
 // stay inside CI's 90 minutes with room for the installs.
 const NATIVE_LIMIT: Duration = Duration::from_secs(25 * 60);
+const FUZZ_LIMIT: Duration = Duration::from_secs(10 * 60);
 const JS_LIMIT: Duration = Duration::from_secs(5 * 60);
 const BROWSER_LIMIT: Duration = Duration::from_secs(10 * 60);
 const E2E_LIMIT: Duration = Duration::from_secs(35 * 60);
@@ -105,10 +113,39 @@ fn run_suite(ctx: &Ctx, suite: &str) -> Result<Counts, String> {
                 .current_dir(&ctx.root);
             stream_and_count(&mut cmd, JS_LIMIT, parse_tap_line)
         }
+        "fuzz" => fuzz_suite(ctx),
         "browser" => browser_suite(ctx),
         "e2e" => e2e_suite(ctx),
         _ => unreachable!("suite names are checked in run_all"),
     }
+}
+
+/// Each fuzz target runs for a bounded time; a clean run is one pass, a crash one failure
+/// (libFuzzer exits non-zero and leaves the input in fuzz/artifacts/).
+fn fuzz_suite(ctx: &Ctx) -> Result<Counts, String> {
+    let secs = std::env::var("HOLDFAST_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(FUZZ_SECS_DEFAULT);
+    let mut total = Counts::default();
+    for target in FUZZ_TARGETS {
+        println!("--> fuzz {target} for {secs} s");
+        let mut cmd = Command::new("cargo");
+        cmd.args(["fuzz", "run", target, "--"])
+            .arg(format!("-max_total_time={secs}"))
+            .arg("-print_final_stats=1")
+            .env("RUSTC_BOOTSTRAP", "1")
+            // The fuzz crate is its own workspace with its own target dir (fuzz/target).
+            .env_remove("CARGO_TARGET_DIR")
+            .current_dir(ctx.root.join("fuzz"));
+        let counts = stream_and_count(&mut cmd, FUZZ_LIMIT, |_, _| {})?;
+        if counts.failed == 0 {
+            total.passed += 1;
+        } else {
+            total.failed += 1;
+        }
+    }
+    Ok(total)
 }
 
 fn browser_suite(ctx: &Ctx) -> Result<Counts, String> {
