@@ -69,7 +69,9 @@ pub use types::{
 
 #[cfg(test)]
 mod harness;
-#[cfg(test)]
+// proptest does not build for wasm32 (it pulls getrandom); `wasm-pack test` builds the
+// library's unit tests for the browser too.
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod proptests;
 #[cfg(test)]
 mod sim;
