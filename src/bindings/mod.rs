@@ -168,6 +168,7 @@ fn read_options(o: &JsValue) -> Result<(Options, WebOptions), HoldfastError> {
         }
     }
     opts.use_token = get(o, "token").is_truthy();
+    opts.since = string(o, "since");
 
     let h = get(o, "heartbeat");
     let hb = &mut opts.heartbeat;
@@ -185,6 +186,9 @@ fn read_options(o: &JsValue) -> Result<(Options, WebOptions), HoldfastError> {
     if let Some(n) = num(&b, "multiplier") {
         bo.factor = n;
     }
+    if let Some(n) = num(&b, "jitter") {
+        bo.jitter = n;
+    }
     if let Some(n) = num(o, "maxAttempts") {
         bo.max_attempts = Some(n as u32);
     }
@@ -194,6 +198,7 @@ fn read_options(o: &JsValue) -> Result<(Options, WebOptions), HoldfastError> {
         opts.polling.wait_ms = if n > 0.0 { Some(n as u64) } else { None };
     }
     ms(&p, "intervalMs", &mut opts.polling.interval_ms);
+    opts.polling.pause_when_hidden = get(&p, "pauseWhenHidden").is_truthy();
 
     let t = get(o, "timeouts");
     let to = &mut opts.timeouts;

@@ -40,6 +40,16 @@ impl Delivery {
         }
     }
 
+    /// Starts from a cursor the application already holds (`Options::since`): it is sent
+    /// on the first connect and ordered ids at or before it are not delivered.
+    pub fn with_cursor(capacity: usize, cursor: Option<&str>) -> Delivery {
+        let mut d = Delivery::new(capacity);
+        if let Some(c) = cursor {
+            d.adopt(c);
+        }
+        d
+    }
+
     pub fn cursor(&self) -> Option<&str> {
         self.cursor.as_deref()
     }

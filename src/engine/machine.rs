@@ -143,6 +143,8 @@ pub struct Engine<D> {
     token_pending: bool,
 
     next_poll_at: Option<Millis>,
+    /// A poll was due while the page was hidden and `polling.pause_when_hidden` is set.
+    poll_held: bool,
     probe_at: Option<Millis>,
     probe_delay: u64,
     probe_target: usize,
@@ -237,6 +239,7 @@ impl<D: Clone> Engine<D> {
             token: None,
             token_pending: false,
             next_poll_at: None,
+            poll_held: false,
             probe_at: None,
             probe_delay: options.probe.initial_ms,
             probe_target: 0,
@@ -248,7 +251,7 @@ impl<D: Clone> Engine<D> {
             stalls: 0,
             stall_rung: 0,
             demoted_at: None,
-            delivery: Delivery::new(options.dedup_window),
+            delivery: Delivery::with_cursor(options.dedup_window, options.since.as_deref()),
             session_hello: None,
             outbox: VecDeque::new(),
             post_retry_at: None,
@@ -760,7 +763,10 @@ impl<D: Clone> Engine<D> {
                 } else {
                     now.max(c.started_at + self.options.polling.interval_ms)
                 };
-                if at <= now && self.phase == Phase::Running {
+                if self.polling_held_while_hidden() {
+                    // Resumed by `on_visible`, which asks at once (with the cursor).
+                    self.poll_held = true;
+                } else if at <= now && self.phase == Phase::Running {
                     if let Some(r) = self.session_rung {
                         let next = self.open_conn(r, Role::Session, now);
                         self.session_conn = Some(next);
@@ -920,7 +926,19 @@ impl<D: Clone> Engine<D> {
 
     fn on_visible(&mut self, now: Millis) {
         self.visible = true;
+        if std::mem::take(&mut self.poll_held) && self.phase == Phase::Running {
+            if let (Some(r), None) = (self.session_rung, self.session_conn) {
+                let id = self.open_conn(r, Role::Session, now);
+                self.session_conn = Some(id);
+            }
+        }
         self.verify_session(false, now);
+    }
+
+    /// `polling.pause_when_hidden`: a hidden page asks for no new poll (the one in flight
+    /// still completes); events wait on the server and arrive in one batch on return.
+    fn polling_held_while_hidden(&self) -> bool {
+        self.options.polling.pause_when_hidden && !self.visible
     }
 
     fn on_clock_jump(&mut self, late: u64, now: Millis) {
@@ -1073,7 +1091,9 @@ impl<D: Clone> Engine<D> {
             }
             Due::NextPoll => {
                 self.next_poll_at = None;
-                if let Some(r) = self.session_rung {
+                if self.polling_held_while_hidden() {
+                    self.poll_held = true;
+                } else if let Some(r) = self.session_rung {
                     if self.session_conn.is_none() {
                         let id = self.open_conn(r, Role::Session, now);
                         self.session_conn = Some(id);
@@ -1664,7 +1684,7 @@ impl<D: Clone> Engine<D> {
             self.rng.below_incl(b.spread_ms)
         } else {
             let cap = backoff_cap(b.initial_ms, b.factor, b.max_ms, self.attempt);
-            cap / 2 + self.rng.below_incl(cap - cap / 2)
+            self.jittered(cap)
         };
         match floor {
             Some(f) => f.max(d) + self.rng.below_incl(f / 10),
@@ -1675,7 +1695,15 @@ impl<D: Clone> Engine<D> {
     fn post_backoff(&mut self) -> u64 {
         let b = &self.options.backoff;
         let cap = backoff_cap(b.initial_ms, b.factor, b.max_ms, self.post_attempt);
-        cap / 2 + self.rng.below_incl(cap - cap / 2)
+        self.jittered(cap)
+    }
+
+    /// A wait in `[cap × (1 − jitter), cap]`: `jitter` 0.5 (the default) is "equal
+    /// jitter", 1 is "full jitter", 0 none.
+    fn jittered(&mut self, cap: u64) -> u64 {
+        let spread = ((cap as f64) * self.options.backoff.jitter) as u64;
+        let spread = spread.min(cap);
+        cap - spread + self.rng.below_incl(spread)
     }
 
     /// Records an idle death; returns the idle cut-off message when the same idle time

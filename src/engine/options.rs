@@ -18,6 +18,9 @@ pub struct Options {
     pub topic: Option<String>,
     /// Extra query parameters added to every URL.
     pub params: Vec<(String, String)>,
+    /// Starting cursor: the id of the last event the application already has. It is sent on
+    /// the first connect, and ordered ids at or before it are not delivered.
+    pub since: Option<String>,
     /// The ladder, top first. Any order or subset; no repeats.
     pub transports: Vec<Transport>,
     /// Full URL of the WebSocket rung, instead of `{url}/ws`.
@@ -48,13 +51,16 @@ pub struct Options {
 }
 
 /// Retry delays. Attempt `n ≥ 1` (consecutive failures) waits a random time in
-/// `[cap/2, cap]` with `cap = min(max_ms, initial_ms × factor^n)`. The first retry after a
+/// `[cap × (1 − jitter), cap]` with `cap = min(max_ms, initial_ms × factor^n)`. The first retry after a
 /// connection that was working waits a random time in `[0, spread_ms]`, so clients cut at
 /// the same instant (a server restart) do not come back at once.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BackoffOptions {
     pub initial_ms: u64,
     pub factor: f64,
+    /// Share of each wait that is random: the wait is in `[cap × (1 − jitter), cap]`.
+    /// 0.5 ("equal jitter", the default) keeps a floor; 1 is "full jitter".
+    pub jitter: f64,
     pub max_ms: u64,
     pub spread_ms: u64,
     /// A connection open this long resets the attempt counter.
@@ -118,6 +124,9 @@ pub struct PollingOptions {
     pub wait_ms: Option<u64>,
     /// Least time between the starts of two empty polls (short-poll servers).
     pub interval_ms: u64,
+    /// Ask for no new poll while the page is hidden (the request in flight completes);
+    /// on return one poll fetches everything missed.
+    pub pause_when_hidden: bool,
 }
 
 /// Wire names, for backends that already exist.
@@ -163,6 +172,7 @@ impl Default for BackoffOptions {
         BackoffOptions {
             initial_ms: 500,
             factor: 2.0,
+            jitter: 0.5,
             max_ms: 30_000,
             spread_ms: 5_000,
             healthy_after_ms: 10_000,
@@ -219,6 +229,7 @@ impl Default for PollingOptions {
         PollingOptions {
             wait_ms: Some(25_000),
             interval_ms: 1_000,
+            pause_when_hidden: false,
         }
     }
 }
@@ -243,6 +254,7 @@ impl Options {
             url: url.into(),
             topic: None,
             params: Vec::new(),
+            since: None,
             transports: vec![Transport::WebSocket, Transport::Sse, Transport::Polling],
             websocket_url: None,
             sse_url: None,
@@ -319,6 +331,12 @@ impl Options {
         }
         if !(b.factor >= 1.0 && b.factor <= 100.0) {
             return Err(invalid("backoff.factor", "must be a number from 1 to 100"));
+        }
+        if !(0.0..=1.0).contains(&b.jitter) {
+            return Err(invalid("backoff.jitter", "must be a number from 0 to 1"));
+        }
+        if self.since.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(invalid("since", "must be a non-empty event id when given"));
         }
         if b.max_ms < b.initial_ms {
             return Err(invalid(

@@ -1532,3 +1532,110 @@ fn a_failed_poll_inside_a_session_is_in_the_diagnostics() {
         .message
         .contains("unavailable"));
 }
+
+// ----- options the application sets up front ----------------------------------------------
+
+#[test]
+fn the_since_option_is_sent_on_the_first_connect_and_older_events_are_not_delivered() {
+    let mut o = opts();
+    o.since = Some("42-0".into());
+    let mut h = H::started(o);
+    assert_eq!(h.e.snapshot().cursor.as_deref(), Some("42-0"));
+    let (c, _, url) = h.last_conn();
+    assert_eq!(url, "wss://app.example.com/realtime/ws?since=42-0");
+    h.opened(c);
+    h.events_on(c, &["41-9", "42-0", "42-1"]);
+    assert_eq!(h.delivered(), ["42-1"]);
+}
+
+#[test]
+fn an_empty_since_option_is_refused_naming_the_option() {
+    let mut o = opts();
+    o.since = Some(" ".into());
+    let err = o.validate().unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidOption);
+    assert!(err.message.contains("since"), "{}", err.message);
+}
+
+#[test]
+fn backoff_jitter_sets_how_much_of_each_wait_is_random() {
+    // Attempt n waits in [cap × (1 − jitter), cap]; measured over many seeds on the second
+    // failure in a row (the first failure of a fresh start is not after a session).
+    let waits = |jitter: f64| -> Vec<u64> {
+        (0..200)
+            .map(|seed| {
+                let mut o = opts();
+                o.transports = vec![Transport::WebSocket];
+                o.backoff.jitter = jitter;
+                let mut h = H::seeded(o, PageContext::new("https://app.example.com/"), seed);
+                h.input(Input::Start);
+                let (c, _, _) = h.last_conn();
+                h.closed(c, Some(1006));
+                let at = h.e.snapshot().next_retry_at.expect("a retry is scheduled");
+                at - h.now
+            })
+            .collect()
+    };
+    let none = waits(0.0);
+    assert!(
+        none.windows(2).all(|w| w[0] == w[1]),
+        "no jitter: every client waits the same"
+    );
+    let full = waits(1.0);
+    let cap = *none.first().unwrap();
+    assert!(full.iter().all(|&w| w <= cap));
+    assert!(
+        full.iter().any(|&w| w < cap / 2),
+        "full jitter reaches below half the cap"
+    );
+    let equal = waits(0.5);
+    assert!(equal.iter().all(|&w| w >= cap / 2 && w <= cap));
+    let mut bad = opts();
+    bad.backoff.jitter = 1.5;
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .message
+        .contains("backoff.jitter"));
+}
+
+#[test]
+fn polling_pauses_while_the_page_is_hidden_when_asked_and_catches_up_on_return() {
+    let mut o = opts();
+    o.transports = vec![Transport::Polling];
+    o.polling.pause_when_hidden = true;
+    let mut h = H::started(o);
+    let (p, _, _) = h.last_conn();
+    h.opened(p);
+    h.events_on(p, &["1", "2"]);
+    h.input(Input::Hidden);
+    h.closed(p, None);
+    h.advance(60_000);
+    assert!(h.open.is_empty(), "no poll while hidden");
+    h.input(Input::Visible);
+    let (p2, t, url) = h.last_conn();
+    assert_ne!(p2, p);
+    assert_eq!(t, Transport::Polling);
+    assert!(url.contains("since=2"), "{url}");
+    h.opened(p2);
+    h.events_on(p2, &["3"]);
+    assert_eq!(h.delivered(), ["1", "2", "3"]);
+}
+
+#[test]
+fn polling_goes_on_while_hidden_by_default() {
+    let mut o = opts();
+    o.transports = vec![Transport::Polling];
+    let mut h = H::started(o);
+    let (p, _, _) = h.last_conn();
+    h.opened(p);
+    h.events_on(p, &["1"]);
+    h.input(Input::Hidden);
+    h.closed(p, None);
+    h.advance(1_000);
+    assert_eq!(
+        h.open.len(),
+        1,
+        "the next poll starts although the page is hidden"
+    );
+}

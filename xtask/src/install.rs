@@ -64,14 +64,23 @@ fn ensure_wasm_target() -> Result<(), String> {
 fn ensure_wasm_bindgen_cli(ctx: &Ctx) -> Result<(), String> {
     let wanted = locked_version(&ctx.root, "wasm-bindgen")?;
     let have = capture(Command::new("wasm-bindgen").arg("--version")).unwrap_or_default();
-    let runner = capture(Command::new("wasm-bindgen-test-runner").arg("--version")).unwrap_or_default();
+    let runner =
+        capture(Command::new("wasm-bindgen-test-runner").arg("--version")).unwrap_or_default();
     if have.split_whitespace().nth(1) == Some(wanted.as_str())
         && runner.split_whitespace().nth(1) == Some(wanted.as_str())
     {
         return Ok(());
     }
-    step(&format!("cargo install wasm-bindgen-cli --version {wanted} (about 2 minutes)"));
-    run(Command::new("cargo").args(["install", "wasm-bindgen-cli", "--force", "--version", &wanted]))
+    step(&format!(
+        "cargo install wasm-bindgen-cli --version {wanted} (about 2 minutes)"
+    ));
+    run(Command::new("cargo").args([
+        "install",
+        "wasm-bindgen-cli",
+        "--force",
+        "--version",
+        &wanted,
+    ]))
 }
 
 fn ensure_geckodriver() -> Result<(), String> {
@@ -79,8 +88,16 @@ fn ensure_geckodriver() -> Result<(), String> {
     if have.split_whitespace().nth(1) == Some(GECKODRIVER_VERSION) {
         return Ok(());
     }
-    step(&format!("cargo install geckodriver --version {GECKODRIVER_VERSION} (about 4 minutes)"));
-    run(Command::new("cargo").args(["install", "geckodriver", "--force", "--version", GECKODRIVER_VERSION]))
+    step(&format!(
+        "cargo install geckodriver --version {GECKODRIVER_VERSION} (about 4 minutes)"
+    ));
+    run(Command::new("cargo").args([
+        "install",
+        "geckodriver",
+        "--force",
+        "--version",
+        GECKODRIVER_VERSION,
+    ]))
 }
 
 /// cargo-fuzz drives the engine's fuzz targets (`fuzz/`); it runs on stable with
@@ -91,7 +108,9 @@ pub fn ensure_cargo_fuzz() -> Result<(), String> {
     if have.split_whitespace().nth(1) == Some(VERSION) {
         return Ok(());
     }
-    step(&format!("cargo install cargo-fuzz --version {VERSION} (about 2 minutes)"));
+    step(&format!(
+        "cargo install cargo-fuzz --version {VERSION} (about 2 minutes)"
+    ));
     run(Command::new("cargo").args(["install", "cargo-fuzz", "--force", "--version", VERSION]))
 }
 
@@ -117,7 +136,10 @@ fn ensure_npm_packages(dir: &Path) -> Result<(), String> {
     // @next/swc-darwin-*, -win32-*), so npm leaves them out of the lock it writes and then
     // `npm ci` calls that same lock out of sync. `npm install` takes every version the
     // lock pins and only tolerates those absent entries.
-    step(&format!("npm ci refused the lock file; npm install in {}", dir.display()));
+    step(&format!(
+        "npm ci refused the lock file; npm install in {}",
+        dir.display()
+    ));
     run(Command::new("npm")
         .args(["install", "--no-audit", "--no-fund", "--no-save"])
         .current_dir(dir))
@@ -134,7 +156,9 @@ fn ensure_apt_packages() -> Result<(), String> {
     if missing.is_empty() {
         return Ok(());
     }
-    let is_root = capture(Command::new("id").arg("-u")).map(|s| s.trim() == "0").unwrap_or(false);
+    let is_root = capture(Command::new("id").arg("-u"))
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false);
     if !is_root {
         return Err(format!(
             "missing system packages: {}. Install them with: sudo apt-get install -y {}",
@@ -157,17 +181,23 @@ pub fn locked_version(root: &Path, crate_name: &str) -> Result<String, String> {
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
         if line.trim() == format!("name = \"{crate_name}\"") {
-            if let Some(v) = lines.next().and_then(|l| l.trim().strip_prefix("version = ")) {
+            if let Some(v) = lines
+                .next()
+                .and_then(|l| l.trim().strip_prefix("version = "))
+            {
                 return Ok(v.trim_matches('"').to_string());
             }
         }
     }
-    Err(format!("{crate_name} is not in Cargo.lock; run `cargo generate-lockfile`"))
+    Err(format!(
+        "{crate_name} is not in Cargo.lock; run `cargo generate-lockfile`"
+    ))
 }
 
 /// Chromedriver for wasm-bindgen-test-runner.
 pub fn chromedriver() -> Option<PathBuf> {
-    which("chromedriver").or_else(|| Some(PathBuf::from("/usr/bin/chromedriver")).filter(|p| p.exists()))
+    which("chromedriver")
+        .or_else(|| Some(PathBuf::from("/usr/bin/chromedriver")).filter(|p| p.exists()))
 }
 
 /// geckodriver for wasm-bindgen-test-runner (installed by `cargo install` into CARGO_HOME/bin).

@@ -109,7 +109,14 @@ fn demo(ctx: &Ctx, args: &[String]) -> Result<(), String> {
     let server = procs::build_server(ctx, true)?;
     println!("starting the reference server with the demo deployment generator…");
     let mut child = std::process::Command::new(&server)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--demo", "--static"])
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--demo",
+            "--static",
+        ])
         .arg(&site)
         .spawn()
         .map_err(|e| format!("could not start {}: {e}", server.display()))?;

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 /// Runs a command with inherited output; an error names the command and its status.
 pub fn run(cmd: &mut Command) -> Result<(), String> {
-    let status = cmd.status().map_err(|e| format!("{}: {e}", describe(cmd)))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{}: {e}", describe(cmd)))?;
     if status.success() {
         Ok(())
     } else {

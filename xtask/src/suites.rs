@@ -59,7 +59,10 @@ pub fn run_all(ctx: &Ctx, args: &[String]) -> Result<(), String> {
         .collect();
     for name in &only {
         if !SUITES.contains(name) {
-            return Err(format!("unknown suite `{name}`; suites are {}", SUITES.join(", ")));
+            return Err(format!(
+                "unknown suite `{name}`; suites are {}",
+                SUITES.join(", ")
+            ));
         }
     }
     install::ensure_all(ctx)?;
@@ -75,7 +78,10 @@ pub fn run_all(ctx: &Ctx, args: &[String]) -> Result<(), String> {
             Ok(c) => c,
             Err(message) => {
                 eprintln!("suite {suite} could not run: {message}");
-                Counts { passed: 0, failed: 1 }
+                Counts {
+                    passed: 0,
+                    failed: 1,
+                }
             }
         };
         lines.push(format!(
@@ -244,7 +250,9 @@ fn stream_and_count(
                 std::thread::sleep(Duration::from_millis(200));
             }
             timed_out.store(true, Ordering::Relaxed);
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{group}")])
+                .status();
         })
     };
     let mut counts = Counts::default();
