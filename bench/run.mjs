@@ -436,14 +436,18 @@ async function main() {
         if (!res.isolated) throw new Error('the round-trip page is not cross-origin isolated (coarse timers)');
         return { ...res, value: res.median };
       });
-    const [hf, ping, sendAck] = await measure([
+    const [hf, ...others] = await measure([
       { label: 'holdfast send→ack', na: hfNa, run: rtt('hfRtt') },
+      ...(COMPARE ? [{ label: 'holdfast send→ack (--compare)', run: rtt('hfRtt', { pkg: 'pkg-b' }) }] : []),
       { label: 'native ping→pong', run: rtt('wsRtt', { kind: 'ping' }) },
       { label: 'native send→ack', run: rtt('wsRtt', { kind: 'send' }) },
     ], RUNS);
+    const hfB = COMPARE ? others.shift() : null;
+    const [ping, sendAck] = others;
     const p99 = (s) => (s.na ? s : { ...s, value: median(s.extra.map((e) => e.p99)) });
     row({ case: 'send → ack round trip, median', hf, base: ping, baseLabel: 'native WebSocket ping/pong', fmt: fmtMs, higher: false, goal: '≤ +0.1 ms', checkDiff: (d) => d <= 0.1 });
     row({ case: 'send → ack round trip, p99', hf: p99(hf), base: p99(ping), baseLabel: 'native WebSocket ping/pong', fmt: fmtMs, higher: false });
+    if (hfB) row({ case: 'send → ack round trip, median', hf: hfB, hfLabel: '--compare build', base: ping, baseLabel: 'native WebSocket ping/pong', fmt: fmtMs, higher: false, goal: '≤ +0.1 ms', checkDiff: (d) => d <= 0.1 });
     row({ case: 'send → ack round trip, median', hf, base: sendAck, baseLabel: 'native WebSocket send/ack frames', fmt: fmtMs, higher: false });
   }
 

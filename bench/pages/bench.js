@@ -332,8 +332,8 @@ const summarize = (times) => {
 };
 
 /// Holdfast send → ack over the WebSocket rung.
-async function hfRtt({ topic, count, server = location.origin, warmup = 100, timeoutMs = 60_000 }) {
-  const { createClient } = await loadHoldfast();
+async function hfRtt({ topic, count, server = location.origin, warmup = 100, timeoutMs = 60_000, pkg }) {
+  const { createClient } = await loadHoldfast(pkg);
   const client = createClient({ url: `${server}/realtime`, params: { topic }, transports: ['websocket'], remember: false });
   try {
     await whenOpen(client, 10_000);
