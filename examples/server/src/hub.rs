@@ -155,6 +155,8 @@ pub struct Hub {
     seq: std::sync::atomic::AtomicU64,
     /// Redis mode: the task that fills every topic's ring from the streams.
     follower: Option<Arc<Follower>>,
+    /// Redis mode: streams this process wrote to lately (their age trimming is its job).
+    published: Mutex<HashMap<String, Instant>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -184,6 +186,7 @@ impl Hub {
             send_ttl: Duration::from_secs(3600),
             seq: std::sync::atomic::AtomicU64::new(0),
             follower,
+            published: Mutex::new(HashMap::new()),
         })
     }
 
@@ -374,11 +377,20 @@ impl Hub {
         name: &str,
         items: Vec<(String, String)>,
     ) -> Result<Vec<EventId>, HubError> {
-        let topic = self.topic(name)?;
         if let Some(store) = &self.redis {
-            // The follower of every process (this one included) delivers them.
-            return Ok(store.append(name, &items, self.history_count).await?);
+            if !valid_topic(name) {
+                return Err(HubError::BadTopic(name.to_string()));
+            }
+            // No topic object: the follower of every process with subscribers (this one
+            // included) delivers them, and topics nobody follows cost no XREAD key.
+            let ids = store.append(name, &items, self.history_count).await?;
+            self.published
+                .lock()
+                .unwrap()
+                .insert(name.to_string(), Instant::now());
+            return Ok(ids);
         }
+        let topic = self.topic(name)?;
         let mut ids = Vec::with_capacity(items.len());
         {
             let mut ring = topic.ring.lock().unwrap();
@@ -443,6 +455,16 @@ impl Hub {
             .retain(|_, at| at.elapsed() < ttl);
         if let (Some(store), Some(age)) = (&self.redis, self.history_age) {
             let min_ms = now_ms().saturating_sub(age.as_millis() as u64);
+            {
+                // A stream written within the retention age may still hold old entries.
+                let mut published = self.published.lock().unwrap();
+                published.retain(|_, at| at.elapsed() <= age + Duration::from_secs(60));
+                for name in published.keys() {
+                    if !redis_topics.contains(name) {
+                        redis_topics.push(name.clone());
+                    }
+                }
+            }
             for name in redis_topics {
                 if let Err(e) = store.trim_older_than(&name, min_ms).await {
                     tracing::warn!(topic = %name, "age trim failed: {e}");
