@@ -297,6 +297,10 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
           setSnap(Object.freeze(s) as unknown as Snapshot);
           break;
         }
+        case 'cursor':
+          // Only the cursor moved (every delivered batch): patch the last snapshot.
+          setSnap(Object.freeze({ ...snap, cursor: ev[1] as string | null }));
+          break;
         case 'gap':
           if (!closed) dispatch('gap', { reason: ev[1] as string, cursor: ev[2] as string | null, oldest: ev[3] as string | null });
           break;

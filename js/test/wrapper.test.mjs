@@ -140,6 +140,25 @@ test('snapshot() returns the same object until the state changes, and subscribe(
   assert.equal(notified, 1, 'no call after unsubscribe');
 });
 
+test('a cursor-only change patches the snapshot: a new frozen object, the rest kept, listeners told', () => {
+  const w = fakeWasm();
+  const c = core.createClientWith(() => w.api, { url: '/r' });
+  const states = [];
+  let notified = 0;
+  c.on('state', (s) => states.push(s));
+  c.subscribe(() => notified++);
+  w.clients[0].emit([open('1')]);
+  const before = c.snapshot();
+  w.clients[0].emit([['message', '2', 'tick', {}], ['cursor', '2']]);
+  const after = c.snapshot();
+  assert.notEqual(after, before);
+  assert.ok(Object.isFrozen(after));
+  assert.deepEqual({ ...after }, { ...before, cursor: '2' });
+  assert.equal(after, c.snapshot(), 'stable until the next change');
+  assert.equal(notified, 2);
+  assert.equal(states.at(-1), after);
+});
+
 test('the initial snapshot is connecting, shared, and carries the starting cursor', () => {
   assert.equal(core.CONNECTING.status, 'connecting');
   assert.equal(core.CONNECTING.transport, null);

@@ -1987,15 +1987,25 @@ impl<D: Clone> Engine<D> {
         // unless the snapshot really changes.
         let transport = self.session_rung.map(|r| self.ladder[r]);
         let snap = &self.snapshot;
-        let same = snap.status == status
+        let same_but_cursor = snap.status == status
             && snap.transport == transport
-            && snap.cursor.as_deref() == self.delivery.cursor()
             && snap.attempt == self.attempt
             && snap.next_retry_at == self.retry_at
             && snap.outbox_len == self.outbox.len()
             && snap.last_error == self.last_error
             && snap.ping_interval_ms == self.ping_interval;
-        if !same {
+        let same_cursor = snap.cursor.as_deref() == self.delivery.cursor();
+        if same_but_cursor && !same_cursor {
+            // Every delivered event lands here: reuse the cursor's buffer.
+            match (&mut self.snapshot.cursor, self.delivery.cursor()) {
+                (Some(c), Some(new)) => {
+                    c.clear();
+                    c.push_str(new);
+                }
+                (slot, new) => *slot = new.map(String::from),
+            }
+            self.app(AppEvent::CursorMoved);
+        } else if !same_but_cursor {
             self.snapshot = Snapshot {
                 status,
                 transport,

@@ -768,7 +768,7 @@ impl Sim {
             AppEvent::SendFailed { .. } => {
                 self.fail("a message failed although the client stays open")
             }
-            AppEvent::Error(_) | AppEvent::StateChanged => {}
+            AppEvent::Error(_) | AppEvent::StateChanged | AppEvent::CursorMoved => {}
         }
     }
 

@@ -1147,7 +1147,14 @@ fn the_snapshot_changes_only_when_something_changed() {
         .iter()
         .filter(|e| matches!(e, AppEvent::StateChanged))
         .count();
-    assert_eq!(n3, n2 + 1, "the cursor moved");
+    assert_eq!(n3, n2, "only the cursor moved: no full state change");
+    assert!(
+        matches!(h.events.last(), Some(AppEvent::CursorMoved)),
+        "the cursor move is announced on its own"
+    );
+    assert_eq!(h.e.snapshot().cursor.as_deref(), Some("1"));
+    h.events_on(ws, &["2", "3"]);
+    assert_eq!(h.e.snapshot().cursor.as_deref(), Some("3"));
 }
 
 #[test]

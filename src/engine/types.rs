@@ -286,6 +286,9 @@ pub enum AppEvent<D> {
     },
     /// [`crate::engine::Engine::snapshot`] changed.
     StateChanged,
+    /// Only the snapshot's `cursor` changed (an event was delivered): the hot path, so the
+    /// bindings can patch one field instead of rebuilding the whole snapshot.
+    CursorMoved,
 }
 
 /// One output: a command for the web layer or an event for the app.
@@ -326,8 +329,8 @@ impl Status {
     }
 }
 
-/// The state an app renders. Replaced (and [`AppEvent::StateChanged`] emitted) only when a
-/// field changes.
+/// The state an app renders. Updated (and [`AppEvent::StateChanged`], or
+/// [`AppEvent::CursorMoved`] when only the cursor moved, emitted) only when a field changes.
 #[derive(Clone, PartialEq, Debug)]
 pub struct Snapshot {
     pub status: Status,

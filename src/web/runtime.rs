@@ -87,6 +87,7 @@ struct Inner {
     emit: Option<Function>,
     batch: Array,
     state_changed: bool,
+    cursor_moved: bool,
     /// Inputs produced while executing a command (a socket the browser refused to
     /// create); handled after the current output queue, never re-entrantly.
     deferred: VecDeque<Input<JsValue>>,
@@ -139,6 +140,7 @@ impl Runtime {
                 emit: Some(emit),
                 batch: Array::new(),
                 state_changed: false,
+                cursor_moved: false,
                 deferred: VecDeque::new(),
             })
         });
@@ -406,15 +408,21 @@ impl Inner {
                 b.push(&a);
             }
             AppEvent::StateChanged => self.state_changed = true,
+            AppEvent::CursorMoved => self.cursor_moved = true,
         }
     }
 
-    /// The pending app events, with one `state` entry last when the snapshot changed.
+    /// The pending app events, with one `state` entry last when the snapshot changed, or
+    /// a `cursor` entry (just the new id; the wrapper patches its snapshot) when only the
+    /// cursor moved — that is every delivered batch, so it must stay cheap.
     fn take_batch(&mut self) -> Option<Array> {
-        if self.state_changed {
-            self.state_changed = false;
+        let cursor_moved = std::mem::take(&mut self.cursor_moved);
+        if std::mem::take(&mut self.state_changed) {
             let s = snapshot_js(self.engine.snapshot());
             self.batch.push(&Array::of2(&"state".into(), &s));
+        } else if cursor_moved {
+            let cursor = opt(self.engine.snapshot().cursor.as_deref());
+            self.batch.push(&Array::of2(&"cursor".into(), &cursor));
         }
         if self.batch.length() == 0 {
             return None;
