@@ -88,6 +88,10 @@ struct Inner {
     batch: Array,
     state_changed: bool,
     cursor_moved: bool,
+    /// JS strings reused from one delivered event to the next: decoding a string out of
+    /// wasm memory is the largest per-event cost after the payload (BENCHMARKS.md).
+    tag_message: JsValue,
+    last_kind: (String, JsValue),
     /// Inputs produced while executing a command (a socket the browser refused to
     /// create); handled after the current output queue, never re-entrantly.
     deferred: VecDeque<Input<JsValue>>,
@@ -141,6 +145,8 @@ impl Runtime {
                 batch: Array::new(),
                 state_changed: false,
                 cursor_moved: false,
+                tag_message: JsValue::from_str("message"),
+                last_kind: (String::new(), JsValue::from_str("")),
                 deferred: VecDeque::new(),
             })
         });
@@ -380,9 +386,17 @@ impl Inner {
         let b = &self.batch;
         match e {
             AppEvent::Message { id, kind, data } => {
-                let a = Array::of3(&"message".into(), &opt(id.as_deref()), &kind.into());
-                a.push(&data);
-                b.push(&a);
+                // Streams mostly repeat one type: keep its JS string while it does.
+                if self.last_kind.0 != kind {
+                    self.last_kind.1 = JsValue::from_str(&kind);
+                    self.last_kind.0 = kind;
+                }
+                b.push(&Array::of4(
+                    &self.tag_message,
+                    &opt(id.as_deref()),
+                    &self.last_kind.1,
+                    &data,
+                ));
             }
             AppEvent::Gap {
                 reason,
