@@ -1371,6 +1371,7 @@ impl<D: Clone> Engine<D> {
         if role == Role::Session {
             return;
         }
+        self.classify_silent_losers(id, now);
         // Everything else that could deliver goes: never two rungs at once.
         let others: Vec<ConnId> = self
             .conns
@@ -1499,6 +1500,57 @@ impl<D: Clone> Engine<D> {
             self.probe_delay = (self.probe_delay.saturating_mul(2)).min(self.options.probe.max_ms);
         }
         self.probe_at = Some(now + self.probe_delay);
+    }
+
+    /// A rung that opened and then stayed silent while `winner` started, opened and
+    /// delivered lost the race for a reason the app must see (a proxy relays nothing, or
+    /// buffers the stream): its attempt gets the failure class its own deadline would have
+    /// given, instead of looking like a clean attempt that merely lost. A rung that opened
+    /// after the winner started just lost a fair race and gets nothing.
+    fn classify_silent_losers(&mut self, winner: ConnId, now: Millis) {
+        let Some(w) = self.conn(winner) else { return };
+        let (winner_started, winner_t) = (w.started_at, w.transport);
+        let losers: Vec<(ConnId, Transport, Millis)> = self
+            .conns
+            .iter()
+            .filter(|c| c.id != winner && !c.established && c.transport != Transport::Polling)
+            .filter_map(|c| Some((c.id, c.transport, c.opened_at?)))
+            .filter(|&(_, _, opened)| opened <= winner_started)
+            .collect();
+        for (id, t, opened) in losers {
+            let silent = secs(now.saturating_sub(opened));
+            let (code, text) = match t {
+                Transport::WebSocket => (
+                    ErrorCode::SilentAfterOpen,
+                    cat(&[
+                        "the WebSocket opened (HTTP 101) but no frame arrived in ",
+                        &silent,
+                        " while ",
+                        winner_t.as_str(),
+                        " delivered: a proxy passes the upgrade but not the data; using ",
+                        winner_t.as_str(),
+                    ]),
+                ),
+                _ => (
+                    ErrorCode::SseBuffered,
+                    cat(&[
+                        "the SSE response started but no bytes followed in ",
+                        &silent,
+                        " while ",
+                        winner_t.as_str(),
+                        " delivered: a proxy or compression is buffering the stream (nginx: X-Accel-Buffering: no; IIS: disable response buffering); using ",
+                        winner_t.as_str(),
+                    ]),
+                ),
+            };
+            let err = HoldfastError::new(code, text).on(t);
+            if let Some(a) = self.diagnostics.attempt_mut(id) {
+                if a.failure.is_none() {
+                    a.failure = Some(err.clone());
+                    self.emit_error(err);
+                }
+            }
+        }
     }
 
     /// Ends conn `id` for `err`, then decides what comes next. `close`: the engine ends it

@@ -443,6 +443,53 @@ fn the_websocket_still_wins_when_it_delivers_first_during_the_race() {
         .any(|n| n.text.contains("starting sse beside")));
 }
 
+#[test]
+fn a_websocket_that_opened_silent_and_lost_the_race_is_still_classified_silent_after_open() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.opened(ws); // HTTP 101, then nothing
+    h.advance(3_000); // the race starts SSE before the 5 s first-frame deadline
+    let sse = h.conn_of(Transport::Sse);
+    h.opened(sse);
+    h.hello(sse, None);
+    assert!(!h.is_open(ws));
+    assert_eq!(h.e.snapshot().transport, Some(Transport::Sse));
+    let failure = h.e.diagnostics().last_failure(Transport::WebSocket);
+    assert_eq!(failure.map(|f| f.code), Some(ErrorCode::SilentAfterOpen));
+    assert!(failure.unwrap().message.contains("while sse delivered"));
+    assert_eq!(h.errors(), [ErrorCode::SilentAfterOpen]);
+}
+
+#[test]
+fn a_buffered_sse_that_lost_the_race_to_polling_is_still_classified_sse_buffered() {
+    let mut o = opts();
+    o.transports = vec![Transport::Sse, Transport::Polling];
+    let mut h = H::started(o);
+    let (sse, _, _) = h.last_conn();
+    h.opened(sse); // headers, then no bytes
+    h.advance(3_000);
+    let poll = h.conn_of(Transport::Polling);
+    h.opened(poll);
+    h.events_on(poll, &["1"]);
+    assert_eq!(h.e.snapshot().transport, Some(Transport::Polling));
+    let failure = h.e.diagnostics().last_failure(Transport::Sse);
+    assert_eq!(failure.map(|f| f.code), Some(ErrorCode::SseBuffered));
+}
+
+#[test]
+fn a_rung_that_opened_after_the_winner_started_lost_a_fair_race_and_has_no_failure() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.advance(3_000);
+    let sse = h.conn_of(Transport::Sse);
+    h.opened(sse); // opened while the WebSocket was still connecting
+    h.opened(ws);
+    h.hello(ws, None);
+    assert_eq!(h.e.snapshot().transport, Some(Transport::WebSocket));
+    assert!(h.e.diagnostics().last_failure(Transport::Sse).is_none());
+    assert!(h.errors().is_empty());
+}
+
 // ----- 4. moving back up ------------------------------------------------------------------
 
 #[test]
