@@ -3,7 +3,8 @@
 //!
 //! Vocabulary. A *conn* is one connection attempt the engine asked for with
 //! [`Command::Open`]. A *round* walks down the ladder from `start_rung` until a rung
-//! delivers; a rung that has not delivered within `timeouts.race_ms` gets the next rung
+//! delivers; a rung that has not delivered within `timeouts.race_ms` (or soon after it
+//! opened, see `RACE_AFTER_OPEN_MIN_MS`) gets the next rung
 //! started beside it, and the first to deliver wins. The winner starts a *session*: the
 //! only conn whose items reach the app (for polling, the session outlives each request).
 //! While the session is on a lower rung, *probes* open a higher rung in the background and
@@ -182,6 +183,10 @@ const PROBE_BUFFER_MAX: usize = 4_096;
 const HANDOVER_MAX: usize = 8_192;
 /// Minimum idle time before a death counts towards idle cut-off detection.
 const IDLE_MIN_MS: u64 = 5_000;
+/// Once a rung has opened (HTTP 101, SSE headers) its first frame should follow within a
+/// round trip; the next rung is raced beside it after this long, or after four times the
+/// handshake when that is longer (slow links), whichever comes before `timeouts.race_ms`.
+const RACE_AFTER_OPEN_MIN_MS: u64 = 1_000;
 
 impl<D: Clone> Engine<D> {
     /// Validates the options, derives every URL from the page, and returns an idle engine.
@@ -1050,7 +1055,12 @@ impl<D: Clone> Engine<D> {
                     && t.race_ms > 0
                     && self.round_next < self.ladder.len()
                 {
-                    f(c.started_at + t.race_ms, Due::Race(c.id));
+                    let mut at = c.started_at + t.race_ms;
+                    if let Some(o) = c.opened_at {
+                        let handshake = o.saturating_sub(c.started_at);
+                        at = at.min(o + RACE_AFTER_OPEN_MIN_MS.max(handshake.saturating_mul(4)));
+                    }
+                    f(at, Due::Race(c.id));
                 }
                 if let Some(o) = c.opened_at {
                     match c.transport {

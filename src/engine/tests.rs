@@ -444,6 +444,40 @@ fn the_websocket_still_wins_when_it_delivers_first_during_the_race() {
 }
 
 #[test]
+fn a_rung_that_opened_but_sent_nothing_gets_the_next_one_raced_a_second_after_opening() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.advance(50);
+    h.opened(ws); // a 50 ms handshake: the hello should follow at once
+    h.advance(999);
+    assert_eq!(h.open.len(), 1);
+    h.advance(1);
+    assert_eq!(h.open.len(), 2, "SSE starts beside the silent WebSocket");
+    assert!(h.is_open(ws), "the WebSocket may still deliver and win");
+}
+
+#[test]
+fn on_a_slow_link_the_race_after_opening_waits_four_handshakes_but_never_past_race_ms() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.advance(400);
+    h.opened(ws); // 400 ms handshake: 4 × 400 = 1.6 s after opening
+    h.advance(1_599);
+    assert_eq!(h.open.len(), 1);
+    h.advance(1);
+    assert_eq!(h.open.len(), 2);
+
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.advance(900);
+    h.opened(ws); // 4 × 900 ms would be 4.5 s after starting: race_ms (3 s) comes first
+    h.advance(2_099);
+    assert_eq!(h.open.len(), 1);
+    h.advance(1);
+    assert_eq!(h.open.len(), 2);
+}
+
+#[test]
 fn a_websocket_that_opened_silent_and_lost_the_race_is_still_classified_silent_after_open() {
     let mut h = H::started(opts());
     let (ws, _, _) = h.last_conn();
