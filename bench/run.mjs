@@ -64,6 +64,7 @@ const PROXY_BIN = env('HOLDFAST_FAULT_PROXY_BIN');
 if (!SERVER_BIN) throw new Error('HOLDFAST_SERVER_BIN is not set: run through `cargo xtask bench`');
 
 const log = (...a) => console.error('[bench]', ...a);
+let methodNote = '';
 const cleanups = [];
 
 // ---------------------------------------------------------------- processes
@@ -353,7 +354,35 @@ async function main() {
   };
   // Holdfast catch-up: live client, primer event, network cut, n events published, network
   // back: the client resumes from its cursor and catches up (see installGate in bench.js).
+  // When the client honours `since`, it reads the same history from the start as the
+  // baselines do (same topic, same frames); otherwise the cut-and-resume below.
+  let sinceOk = false;
+  if (haveHf) {
+    sinceOk = await withPage(browser, many, (p) => call(p, 'hfSince', { topic: 'probe', n: 1, probe: true }))
+      .then((r) => r.since)
+      .catch(() => false);
+    log(`Holdfast catch-ups: ${sinceOk ? "from history with since: '0'" : 'cut and resume (the since option is not applied)'}`);
+  }
+  methodNote = sinceOk
+    ? "Holdfast catch-ups read the same history as the baselines (`since: '0'`)."
+    : 'Holdfast catch-ups: live client cut off, events published, resumed from its cursor (`since` not applied by this build).';
   const hfCatchUp = (server, topic, n, transports, extra = {}) => () =>
+    sinceOk
+      ? withPage(browser, server, async (p) => {
+          const base = { 'ws1-hf': 'frame1', 'batch-hf': 'batch', 'sse-hf': 'stream', 'poll-hf': 'stream' }[topic.replace(/b$/, '')];
+          const id = topic.replace(/-hf$/, '');
+          const profiling = PROFILE?.includes(id);
+          if (profiling) {
+            await p.send('Profiler.enable');
+            await p.send('Profiler.setSamplingInterval', { interval: 100 });
+            await p.send('Profiler.start');
+          }
+          const res = await call(p, 'hfSince', { topic: base, n, transports, pkg: extra.pkg });
+          if (profiling) printProfile(id, (await p.send('Profiler.stop')).profile);
+          return { ...res, value: res.perSec };
+        })
+      : cutAndResume(server, topic, n, transports, extra);
+  const cutAndResume = (server, topic, n, transports, extra = {}) =>
     withPage(browser, server, async (p) => {
       await call(p, 'hfOpen', { topic, transports, ...extra });
       await publish(server, topic, 1, 0);
@@ -607,6 +636,7 @@ function cell(s, fmt) {
 function render(rows, sizeRows, { browser, elapsed }) {
   const lines = [];
   lines.push(`Machine: ${cpus().length} cores, ${cpus()[0]?.model ?? 'unknown CPU'}; ${browser}; node ${process.version}; ${RUNS} runs per case (medians), ${elapsed.toFixed(0)} s in all.`);
+  if (methodNote) lines.push('', methodNote);
   lines.push('');
   lines.push('| case | Holdfast | baseline | baseline value | ratio | goal | met |');
   lines.push('|---|---:|---|---:|---:|---|---|');

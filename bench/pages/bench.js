@@ -147,6 +147,40 @@ async function hfOpen({ topic, transports, eventSource = false, gate = true, pkg
   return { transport };
 }
 
+/// The diagnostics' attempt list (older builds nested it as `[attempts, notes]`).
+const attemptsOf = (client) => {
+  const a = client.diagnostics().attempts ?? [];
+  return Array.isArray(a[0]) ? a[0] : a;
+};
+
+/// Holdfast from the start of `topic`'s history (`since: '0'`), like the native baselines.
+/// `probe` only reports whether the option reached the first request's URL.
+async function hfSince({ topic, n, transports, pkg, probe = false, timeoutMs = 60_000 }) {
+  const { createClient } = await loadHoldfast(pkg);
+  const c = counter(n, timeoutMs, 'holdfast');
+  let lastError = null;
+  const client = createClient({ url: '/realtime', params: { topic }, since: '0', transports, remember: false });
+  if (probe) {
+    try {
+      await until(() => attemptsOf(client)[0]?.url, 5_000, 'first attempt');
+      return { since: /[?&]since=0(&|$)/.test(attemptsOf(client)[0].url) };
+    } finally {
+      client.close();
+    }
+  }
+  client.on('error', (e) => (lastError = e));
+  client.on('gap', (g) => c.fail(new Error(`gap reported: ${g.reason}`)));
+  client.on('message', (m) => c.tick(m.data.seq));
+  try {
+    return { ...(await c.done), transport: client.snapshot().transport };
+  } catch (e) {
+    const s = client.snapshot();
+    throw new Error(`${e.message}; status ${s.status}${lastError ? `; last error ${lastError.code}: ${lastError.message}` : ''}`);
+  } finally {
+    client.close();
+  }
+}
+
 /// Waits for `pred()` with a bounded poll.
 async function until(pred, timeoutMs, what) {
   const t0 = performance.now();
@@ -398,8 +432,7 @@ async function hfFirstEvent({ topic, timeoutMs = 15_000 }) {
   try {
     return await new Promise((resolve, reject) => {
       const t = setTimeout(() => {
-        const d = client.diagnostics();
-        const attempts = (d.attempts?.[0] ?? []).map((a) => `${a.transport}:${a.failure ?? 'ok'}`).join(', ');
+        const attempts = attemptsOf(client).map((a) => `${a.transport}:${a.failure ?? 'ok'}`).join(', ');
         reject(new Error(`no event within ${timeoutMs} ms; attempts: ${attempts || 'none'}`));
       }, timeoutMs);
       client.on('message', () => {
@@ -469,7 +502,7 @@ async function wsNodeStream({ url, n, timeoutMs = 60_000 }) {
 }
 
 window.bench = {
-  hfOpen, hfArm, hfResume, hfRun, wsNative, nativeOpen, nativeRun, sseFetch, sseNative, pollFetch, hfRtt, wsRtt,
+  hfSince, hfOpen, hfArm, hfResume, hfRun, wsNative, nativeOpen, nativeRun, sseFetch, sseNative, pollFetch, hfRtt, wsRtt,
   hfFirstEvent, hfLiveStart, hfLiveCaughtUp, wasmBytes, sioStream, wsNodeStream,
   sink: () => sink,
 };
