@@ -706,6 +706,20 @@ impl<D: Clone> Engine<D> {
                 }
             }
             Item::Ack { id: mid } => self.acked(&mid, now),
+            Item::TooLarge {
+                id: eid,
+                size,
+                limit,
+            } => {
+                if self.delivery.accept(eid.as_deref()) {
+                    let mut msg = FrameError::TooLarge { size, limit }.describe();
+                    msg.push_str("; skipped it");
+                    let t = self.conn(id).map(|c| c.transport);
+                    let mut err = HoldfastError::new(ErrorCode::FrameTooLarge, msg);
+                    err.transport = t;
+                    self.emit_error(err);
+                }
+            }
             Item::ServerError { code, message } => {
                 if code == "token_expired" || code == "token_invalid" {
                     self.token = None;
@@ -728,12 +742,11 @@ impl<D: Clone> Engine<D> {
         let established = c.established;
         let mut msg = error.describe();
         let err_code = error.code();
-        // An SSE parser cannot continue after an oversized event; a WebSocket or poll
-        // frame is self-contained, so the stream goes on without it.
+        // A WebSocket frame or an SSE event is self-contained (the SSE parser skips an
+        // oversized event to its blank line), so the stream goes on without it.
         // A poll body is the whole batch: a bad one means the rung answers garbage (a proxy
         // error page), so back off instead of asking again at once.
-        let fatal = (t == Transport::Sse && err_code == ErrorCode::FrameTooLarge)
-            || t == Transport::Polling;
+        let fatal = t == Transport::Polling;
         if established && !fatal {
             msg.push_str("; skipped it");
             self.emit_error(HoldfastError::new(err_code, msg).on(t));

@@ -14,13 +14,15 @@ fn parse_chunked(input: &[u8], cuts: &[usize], limit: usize) -> (Vec<SseEvent>, 
     let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
     cuts.sort_unstable();
     let mut last = 0;
+    let mut first_error = None;
     for c in cuts.into_iter().chain(std::iter::once(input.len())) {
+        // An oversized event is skipped and reported; the parser goes on.
         if let Err(e) = p.feed(&input[last..c], &mut out) {
-            return (out, Some(e));
+            first_error.get_or_insert(e);
         }
         last = c;
     }
-    (out, None)
+    (out, first_error)
 }
 
 /// A stream built from events, with every line end style, comments and retry lines.

@@ -7,7 +7,9 @@
 //! one leading BOM stripped, multi-line data joined with LF, an `id` containing NUL ignored,
 //! `retry` only when all ASCII digits, an event whose data buffer is empty not dispatched,
 //! an incomplete event at the end of the body discarded. An event (its data plus the current
-//! line) larger than the limit is an error; the parser then stays failed. Never panics.
+//! line) larger than the limit is skipped up to its blank line and reported as an error;
+//! the events after it parse as usual (an `id` line inside the skipped block still updates
+//! the last event id). Memory stays bounded by the limit. Never panics.
 
 /// One dispatched event.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -23,12 +25,16 @@ pub struct SseEvent {
     pub data: String,
 }
 
-/// Why the stream cannot be parsed any further.
+/// Why an event was not delivered. The stream itself goes on.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum SseError {
-    /// An event grew beyond the limit (bytes so far, limit).
+    /// An event grew beyond the limit (bytes so far, limit) and was skipped.
     EventTooLarge { size: usize, limit: usize },
 }
+
+/// While skipping, a line longer than this is not interpreted (only `id` lines and the blank
+/// line that ends the event matter then).
+const SKIP_LINE_KEEP: usize = 1024;
 
 /// The incremental parser.
 #[derive(Clone, Debug)]
@@ -46,7 +52,12 @@ pub struct SseParser {
     id_in_block: Option<String>,
     last_event_id: String,
     retry: Option<u64>,
-    failed: Option<SseError>,
+    /// Inside an oversized event: discard until its blank line.
+    skipping: bool,
+    /// The current line lost bytes while skipping: it is neither blank nor a field.
+    line_cut: bool,
+    /// The first oversized event of the current `feed`, reported when it returns.
+    skipped: Option<SseError>,
     comments: u64,
 }
 
@@ -67,7 +78,9 @@ impl SseParser {
             id_in_block: None,
             last_event_id: String::new(),
             retry: None,
-            failed: None,
+            skipping: false,
+            line_cut: false,
+            skipped: None,
             comments: 0,
         }
     }
@@ -87,11 +100,18 @@ impl SseParser {
         self.comments
     }
 
-    /// Feeds one chunk; complete events are appended to `out` in order.
+    /// Feeds one chunk; complete events are appended to `out` in order. `Err` says that an
+    /// event in this chunk was over the limit and skipped; `out` still holds every event
+    /// around it, and the parser goes on with the next chunk.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
-        if let Some(e) = self.failed {
-            return Err(e);
+        self.feed_inner(chunk, out);
+        match self.skipped.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
+    }
+
+    fn feed_inner(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
         if !self.bom_done {
             // Decide about the BOM only once 3 bytes (or a mismatch) are known, so a BOM
             // split across chunks is still stripped.
@@ -106,19 +126,19 @@ impl SseParser {
             }
             let n = self.head.len();
             if n < 3 && self.head[..] == BOM[..n] {
-                return Ok(()); // still a possible BOM prefix, chunk consumed
+                return; // still a possible BOM prefix, chunk consumed
             }
             self.bom_done = true;
             let head = core::mem::take(&mut self.head);
             if head[..] != BOM[..] {
-                self.scan(&head, out)?;
+                self.scan(&head, out);
             }
             return self.scan(&chunk[i..], out);
         }
         self.scan(chunk, out)
     }
 
-    fn scan(&mut self, mut bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+    fn scan(&mut self, mut bytes: &[u8], out: &mut Vec<SseEvent>) {
         if self.after_cr && !bytes.is_empty() {
             self.after_cr = false;
             if bytes[0] == b'\n' {
@@ -129,7 +149,7 @@ impl SseParser {
             match bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
                 Some(p) => {
                     self.line.extend_from_slice(&bytes[..p]);
-                    self.check_size()?;
+                    self.check_size();
                     let cr = bytes[p] == b'\r';
                     let mut next = p + 1;
                     if cr {
@@ -142,44 +162,76 @@ impl SseParser {
                         }
                     }
                     bytes = &bytes[next..];
-                    self.process_line(out)?;
+                    self.process_line(out);
                 }
                 None => {
                     self.line.extend_from_slice(bytes);
-                    self.check_size()?;
+                    self.check_size();
                     bytes = &[];
                 }
             }
         }
-        Ok(())
     }
 
-    fn check_size(&mut self) -> Result<(), SseError> {
+    /// Keeps memory within the limit: an event that outgrows it is dropped and the parser
+    /// skips to its end; while skipping, long lines are cut to [`SKIP_LINE_KEEP`].
+    fn check_size(&mut self) {
+        if self.skipping {
+            if self.line.len() > SKIP_LINE_KEEP {
+                self.line.clear();
+                self.line_cut = true;
+            }
+            return;
+        }
         let size = self.line.len() + self.data.len();
         if size > self.max_event_bytes {
-            let e = SseError::EventTooLarge {
-                size,
-                limit: self.max_event_bytes,
-            };
-            self.failed = Some(e);
+            if self.skipped.is_none() {
+                self.skipped = Some(SseError::EventTooLarge {
+                    size,
+                    limit: self.max_event_bytes,
+                });
+            }
+            self.skipping = true;
+            // The line being read is part of the oversized event: never interpret it.
+            self.line_cut = !self.line.is_empty();
             self.line = Vec::new();
             self.data = String::new();
-            return Err(e);
+            self.has_data = false;
+            self.event.clear();
         }
-        Ok(())
     }
 
-    fn process_line(&mut self, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+    fn process_line(&mut self, out: &mut Vec<SseEvent>) {
         let raw = core::mem::take(&mut self.line);
+        if self.skipping {
+            if core::mem::take(&mut self.line_cut) {
+                return;
+            }
+            if raw.is_empty() {
+                // The end of the skipped event: nothing is dispatched for it.
+                self.skipping = false;
+                self.id_in_block = None;
+                self.event.clear();
+                return;
+            }
+            if raw.starts_with(b"id:") {
+                self.process_field(&raw);
+            }
+            return;
+        }
         if raw.is_empty() {
             self.dispatch(out);
-            return Ok(());
+            return;
         }
         if raw[0] == b':' {
             self.comments += 1;
-            return Ok(());
+            return;
         }
-        let line = String::from_utf8_lossy(&raw);
+        self.process_field(&raw);
+    }
+
+    fn process_field(&mut self, raw: &[u8]) {
+        let line = String::from_utf8_lossy(raw);
         let (field, value) = match line.find(':') {
             Some(c) => {
                 let v = &line[c + 1..];
@@ -189,11 +241,11 @@ impl SseParser {
         };
         match field {
             "event" => self.event = value.into(),
-            "data" => {
+            "data" if !self.skipping => {
                 self.data.push_str(value);
                 self.data.push('\n');
                 self.has_data = true;
-                self.check_size()?;
+                self.check_size();
             }
             // An id containing NUL is ignored (spec).
             "id" if !value.contains('\0') => {
@@ -206,7 +258,6 @@ impl SseParser {
             }
             _ => {}
         }
-        Ok(())
     }
 
     fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
@@ -356,22 +407,72 @@ mod tests {
     }
 
     #[test]
-    fn an_oversized_event_is_an_error_and_the_parser_stays_failed() {
+    fn an_oversized_event_is_skipped_and_reported_and_the_stream_goes_on() {
         let mut p = SseParser::new(16);
         let mut out = Vec::new();
         let e = p
-            .feed(b"data: 0123456789abcdefghij\n\n", &mut out)
+            .feed(
+                b"id: 1\ndata: a\n\nid: 2\ndata: 0123456789abcdefghij\n\nid: 3\ndata: c\n\n",
+                &mut out,
+            )
             .unwrap_err();
         assert!(matches!(e, SseError::EventTooLarge { limit: 16, .. }));
-        assert!(p.feed(b"data: a\n\n", &mut out).is_err());
-        // Data accumulated over many lines counts too.
+        let ids: Vec<_> = out.iter().map(|e| e.id.as_deref()).collect();
+        assert_eq!(ids, [Some("1"), Some("3")]);
+        assert!(
+            p.feed(b"data: d\n\n", &mut out).is_ok(),
+            "the next chunk parses cleanly"
+        );
+        assert_eq!(out.last().unwrap().data, "d");
+    }
+
+    #[test]
+    fn an_event_over_the_limit_across_many_lines_and_chunks_is_skipped_to_its_blank_line() {
         let mut p = SseParser::new(16);
+        let mut out = Vec::new();
         assert!(p
             .feed(
-                b"data: 0123\ndata: 4567\ndata: 89ab\ndata: cdef\n",
+                b"event: big\ndata: 0123\ndata: 4567\ndata: 89ab\ndata: cd",
                 &mut out
             )
             .is_err());
+        // The rest of the oversized event, its id, then a good event, split anywhere.
+        for chunk in [
+            &b"ef0123456789"[..],
+            b"\nid: 7\r",
+            b"\ndata: x\n",
+            b"\r\n",
+            b"data: ok\n\n",
+        ] {
+            assert!(p.feed(chunk, &mut out).is_ok());
+        }
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].event, "message",
+            "the skipped event's type does not leak"
+        );
+        assert_eq!(out[0].data, "ok");
+        assert_eq!(
+            p.last_event_id(),
+            "7",
+            "an id inside the skipped event still counts"
+        );
+    }
+
+    #[test]
+    fn a_single_line_longer_than_the_limit_never_buffers_more_than_the_limit() {
+        let mut p = SseParser::new(64);
+        let mut out = Vec::new();
+        assert!(p.feed(b"data: ", &mut out).is_ok());
+        let big = vec![b'x'; 10_000];
+        assert!(p.feed(&big, &mut out).is_err());
+        for _ in 0..100 {
+            assert!(p.feed(&big, &mut out).is_ok());
+            assert!(p.line.len() <= SKIP_LINE_KEEP && p.data.len() <= 64);
+        }
+        assert!(p.feed(b"\n\ndata: after\n\n", &mut out).is_ok());
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].data, "after");
     }
 
     #[test]

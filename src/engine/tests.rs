@@ -318,11 +318,12 @@ fn a_bad_frame_is_reported_and_skipped_without_losing_the_stream() {
 }
 
 #[test]
-fn an_oversized_sse_event_reconnects_with_a_clear_error() {
+fn an_oversized_sse_event_is_reported_and_skipped_and_the_stream_stays_open() {
     let mut o = opts();
     o.transports = vec![Transport::Sse];
     let mut h = H::started(o);
     let c = h.connect_last();
+    h.events_on(c, &["1"]);
     h.input(Input::BadFrame {
         conn: c,
         error: FrameError::TooLarge {
@@ -332,8 +333,12 @@ fn an_oversized_sse_event_reconnects_with_a_clear_error() {
     });
     assert_eq!(h.errors(), [ErrorCode::FrameTooLarge]);
     assert!(h.error_messages()[0].contains("maxFrameBytes"));
-    assert!(!h.is_open(c));
-    assert!(h.e.snapshot().next_retry_at.is_some());
+    assert!(
+        h.is_open(c),
+        "the parser skipped the event; reconnecting would fetch it again"
+    );
+    h.events_on(c, &["3"]);
+    assert_eq!(h.delivered(), ["1", "3"]);
 }
 
 #[test]
@@ -1726,4 +1731,35 @@ fn polling_goes_on_while_hidden_by_default() {
         1,
         "the next poll starts although the page is hidden"
     );
+}
+
+#[test]
+fn an_oversized_event_in_a_poll_batch_is_reported_and_passed_so_the_next_poll_does_not_fetch_it_again(
+) {
+    let mut o = opts();
+    o.transports = vec![Transport::Polling];
+    let mut h = H::started(o);
+    let (p, _, _) = h.last_conn();
+    h.opened(p);
+    h.items(
+        p,
+        vec![
+            H::ev("1"),
+            Item::TooLarge {
+                id: Some("2".into()),
+                size: 3 << 20,
+                limit: 1 << 20,
+            },
+        ],
+    );
+    assert_eq!(h.delivered(), ["1"]);
+    assert_eq!(h.errors(), [ErrorCode::FrameTooLarge]);
+    assert!(h.error_messages()[0].contains("skipped"));
+    assert_eq!(h.e.snapshot().cursor.as_deref(), Some("2"));
+    h.closed(p, None);
+    let (p2, _, url) = h.last_conn();
+    assert!(url.contains("since=2"), "{url}");
+    h.opened(p2);
+    h.events_on(p2, &["3"]);
+    assert_eq!(h.delivered(), ["1", "3"]);
 }

@@ -158,6 +158,14 @@ pub enum Item<D> {
         code: String,
         message: String,
     },
+    /// An event over `max_frame_bytes` inside a batch the web layer could still read (a
+    /// poll body): not delivered, reported, and its id still moves the cursor, so a
+    /// reconnect does not fetch it again and again.
+    TooLarge {
+        id: Option<String>,
+        size: usize,
+        limit: usize,
+    },
 }
 
 /// Everything that can happen to the engine. Connection-scoped inputs carry the

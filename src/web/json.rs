@@ -76,6 +76,40 @@ impl Decoder {
         self.input(conn, decoded)
     }
 
+    /// A poll body. A batch may be larger than one frame may be, so the limit holds per
+    /// event there: within the limit it decodes like a frame; over it, every event whose
+    /// data is over the limit becomes [`Item::TooLarge`] (reported and passed by the
+    /// engine) and the rest are delivered. Measuring happens only on that rare path.
+    pub fn poll_body(&self, conn: ConnId, text: &str) -> Input<JsValue> {
+        if text.len() <= self.max_bytes {
+            return self.text(conn, text);
+        }
+        let decoded = match JsValue::parse_json(text) {
+            Some(v) => decode_frame(&v, &self.interop),
+            None => Err(FrameError::InvalidJson),
+        };
+        self.input(
+            conn,
+            decoded.map(|items| items.into_iter().map(|i| self.limit(i)).collect()),
+        )
+    }
+
+    fn limit(&self, item: Item<JsValue>) -> Item<JsValue> {
+        let Item::Event { id, kind, data } = item else {
+            return item;
+        };
+        let size = js_sys::JSON::stringify(&data).map_or(0, |s| s.length() as usize);
+        if size > self.max_bytes {
+            Item::TooLarge {
+                id,
+                size,
+                limit: self.max_bytes,
+            }
+        } else {
+            Item::Event { id, kind, data }
+        }
+    }
+
     pub fn too_large(&self, conn: ConnId, size: usize) -> Input<JsValue> {
         Input::BadFrame {
             conn,

@@ -68,7 +68,7 @@ impl PollConn {
             match body {
                 // 204 or an empty body: nothing new.
                 Ok(text) if text.trim().is_empty() => {}
-                Ok(text) => sink(dec.text(conn, &text)),
+                Ok(text) => sink(dec.poll_body(conn, &text)),
                 Err(e) => return sink(closed(e)),
             }
             if alive.get() {

@@ -110,6 +110,7 @@ impl SseConn {
                     }
                     sink(input);
                 }
+                // An oversized event was skipped by the parser; the stream goes on.
                 if let Err(e) = fed {
                     if alive.get() {
                         sink(Input::BadFrame {
@@ -117,7 +118,6 @@ impl SseConn {
                             error: dec.sse_error(e),
                         });
                     }
-                    return;
                 }
                 if !alive.get() {
                     return;

@@ -168,7 +168,7 @@ test('bad input over WebSocket: malformed, binary, oversized and mistyped frames
   }
 });
 
-test('bad input over SSE: a BOM, CR and CRLF line ends, split events, unknown fields and non-JSON data are parsed as WHATWG says; an oversized event is a typed error and the client resumes from its cursor', { timeout: 60_000 }, async () => {
+test('bad input over SSE: a BOM, CR and CRLF line ends, split events, unknown fields and non-JSON data are parsed as WHATWG says; an oversized event is a typed error, skipped, and the stream goes on', { timeout: 60_000 }, async () => {
   let evil, rec;
   const ev = (e) => `id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(e.data)}\n\n`;
   try {
@@ -194,8 +194,12 @@ test('bad input over SSE: a BOM, CR and CRLF line ends, split events, unknown fi
             res.write(four.slice(20));
             res.write(ev(good(2))); // a repeat (non-increasing id): dropped silently
             res.write(ev(good(5)));
-            // Over the limit: the parser cannot go on; the client reconnects from event 5.
-            res.write(`id: 1-95\nevent: tick\ndata: ${JSON.stringify({ pad: big })}\n\n`);
+            // Over the limit (and without an id of its own): the parser skips it to its
+            // blank line and goes on.
+            res.write(`event: tick\ndata: ${JSON.stringify({ pad: big })}\n\n`);
+            for (let s = 6; s <= 8; s++) res.write(ev(good(s)));
+            const t = evil.every(1000, () => res.write(': heartbeat\n\n'));
+            res.on('close', () => clearInterval(t));
           }, 100);
           return;
         }
@@ -219,32 +223,40 @@ test('bad input over SSE: a BOM, CR and CRLF line ends, split events, unknown fi
       'the non-JSON event arrives as text; a bare `data` line is an empty message',
     );
     assert.equal(codes.filter((c) => c === 'frame_too_large').length, 1, `one oversized event reported: ${codes}`);
-    assert.equal(evil.counts.sse, 2, 'one reconnect, after the oversized event only');
+    assert.equal(evil.counts.sse, 1, 'the oversized event is skipped: no reconnect (it would fetch it again)');
   } finally {
     await rec?.close();
     await evil?.stop();
   }
 });
 
-test('bad input over polling: garbage, wrongly shaped and oversized poll bodies are typed errors, a replay of old events is dropped, and polling goes on', { timeout: 60_000 }, async () => {
+test('bad input over polling: garbage and wrongly shaped bodies are typed errors, an oversized event in a batch is reported and passed, a replay of old events is dropped, and polling goes on', { timeout: 60_000 }, async () => {
   let evil, rec;
   const LAST = 9;
+  // Good events take even sequence numbers in their ids, so an oversized event can sit
+  // between two of them (as it would on a real server).
+  const goodp = (seq) => ({ ...good(seq), id: id(2 * seq) });
   try {
     evil = await evilServer({
       poll(req, res, url, n) {
         const since = url.searchParams.get('since');
-        const after = since ? Number(since.split('-')[1]) : 0;
+        const after = since ? Math.floor(Number(since.split('-')[1]) / 2) : 0;
         const json = (body) => {
           res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
           res.end(typeof body === 'string' ? body : JSON.stringify(body));
         };
         if (n === 3) return json('{"events": ['); // bad_frame: truncated JSON
         if (n === 5) return json({ events: 'nope', cursor: 'x' }); // bad_frame: events not an array
-        if (n === 6) return json({ events: [good(1), good(2)], cursor: '1-2' }); // a replay: dropped silently
-        if (n === 7) return json({ events: [{ id: '1-99', type: 'tick', data: { pad: big } }], cursor: '1-99' }); // frame_too_large
+        if (n === 6) return json({ events: [goodp(1), goodp(2)], cursor: id(4) }); // a replay: dropped silently
+        if (n === 7) {
+          // frame_too_large for one event; the good ones around it are delivered.
+          const huge = { id: id(2 * after + 1), type: 'tick', data: { pad: big } };
+          const next = [after + 1, after + 2].filter((s) => s <= LAST).map(goodp);
+          return json({ events: [huge, ...next], cursor: (next.at(-1) ?? huge).id });
+        }
         if (n === 9) return json('<html><body>502 Bad Gateway</body></html>'); // bad_frame: an error page
         const events = [];
-        for (let s = after + 1; s <= Math.min(after + 2, LAST); s++) events.push(good(s));
+        for (let s = after + 1; s <= Math.min(after + 2, LAST); s++) events.push(goodp(s));
         if (!events.length) return setTimeout(() => json({ events: [], cursor: since ?? '1-0' }), 300);
         json({ events, cursor: events.at(-1).id });
       },
@@ -253,7 +265,7 @@ test('bad input over polling: garbage, wrongly shaped and oversized poll bodies 
     await waitOpen(rec.page, 'polling');
     const { codes } = await check('bad input (polling)', rec, LAST, 'polling');
     assert.equal(codes.filter((c) => c === 'bad_frame').length, 3, `three bad bodies reported: ${codes}`);
-    assert.equal(codes.filter((c) => c === 'frame_too_large').length, 1, `one oversized body reported: ${codes}`);
+    assert.equal(codes.filter((c) => c === 'frame_too_large').length, 1, `one oversized event reported: ${codes}`);
   } finally {
     await rec?.close();
     await evil?.stop();
