@@ -1,8 +1,9 @@
 //! `fetch` plumbing shared by the SSE, polling and upstream adapters: one request with an
 //! `AbortController`, owned by a [`Task`] whose drop aborts it and silences its callbacks.
 
-use super::js_error_message;
+use super::{js_error_message, Sink};
 use crate::engine::util::parse_u64;
+use crate::engine::{ConnId, Input};
 use js_sys::{Promise, Reflect, JSON};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -38,6 +39,50 @@ impl Drop for Task {
             a.abort();
         }
     }
+}
+
+/// Awaits the response of a subscribe request (SSE, poll) on engine connection `conn`. A
+/// network error is reported as [`Input::Closed`], a status `accept` refuses as
+/// [`Input::HttpStatus`] (with `Retry-After` and the JSON body's error code); either way
+/// `None`. Nothing is reported once the task was dropped.
+pub async fn accepted_response(
+    conn: ConnId,
+    response: impl std::future::Future<Output = Result<Response, String>>,
+    alive: &Cell<bool>,
+    sink: &Sink,
+    accept: fn(u16) -> bool,
+) -> Option<Response> {
+    let resp = match response.await {
+        Ok(r) => r,
+        Err(reason) => {
+            if alive.get() {
+                sink(Input::Closed {
+                    conn,
+                    code: None,
+                    reason,
+                });
+            }
+            return None;
+        }
+    };
+    if !alive.get() {
+        return None;
+    }
+    let status = resp.status();
+    if accept(status) {
+        return Some(resp);
+    }
+    let retry_after_ms = retry_after_ms(&resp);
+    let error_code = error_code(&resp).await;
+    if alive.get() {
+        sink(Input::HttpStatus {
+            conn,
+            status,
+            retry_after_ms,
+            error_code,
+        });
+    }
+    None
 }
 
 /// Starts `method url` with the token as `Authorization: Bearer` and the extra headers.

@@ -31,32 +31,12 @@ impl PollConn {
                 code: None,
                 reason,
             };
-            let resp = match response.await {
-                Ok(r) => r,
-                Err(e) => {
-                    if alive.get() {
-                        sink(closed(e));
-                    }
-                    return;
-                }
+            let Some(resp) =
+                http::accepted_response(conn, response, &alive, &sink, |s| (200..300).contains(&s))
+                    .await
+            else {
+                return;
             };
-            if !alive.get() {
-                return;
-            }
-            let status = resp.status();
-            if !(200..300).contains(&status) {
-                let retry_after_ms = http::retry_after_ms(&resp);
-                let error_code = http::error_code(&resp).await;
-                if alive.get() {
-                    sink(Input::HttpStatus {
-                        conn,
-                        status,
-                        retry_after_ms,
-                        error_code,
-                    });
-                }
-                return;
-            }
             let body = http::text(&resp).await;
             if !alive.get() {
                 return;

@@ -41,31 +41,12 @@ impl SseConn {
                 code: None,
                 reason,
             };
-            let resp = match response.await {
-                Ok(r) => r,
-                Err(e) => {
-                    if alive.get() {
-                        sink(closed(e));
-                    }
-                    return;
-                }
+            // An event stream is only ever a 200 (a 204 tells EventSource to stop).
+            let Some(resp) =
+                http::accepted_response(conn, response, &alive, &sink, |s| s == 200).await
+            else {
+                return;
             };
-            if !alive.get() {
-                return;
-            }
-            if resp.status() != 200 {
-                let retry_after_ms = http::retry_after_ms(&resp);
-                let error_code = http::error_code(&resp).await;
-                if alive.get() {
-                    sink(Input::HttpStatus {
-                        conn,
-                        status: resp.status(),
-                        retry_after_ms,
-                        error_code,
-                    });
-                }
-                return;
-            }
             let Some(reader) = resp.body().and_then(|b| {
                 b.get_reader()
                     .dyn_into::<ReadableStreamDefaultReader>()
