@@ -35,23 +35,6 @@ pub struct Sizes {
     pub brotli: u64,
 }
 
-/// The wasm-bindgen version pinned in `Cargo.lock`; the CLI must match it exactly.
-fn locked_wasm_bindgen_version(root: &Path) -> Result<String, String> {
-    let lock = fs::read_to_string(root.join("Cargo.lock"))
-        .map_err(|e| format!("reading Cargo.lock: {e}"))?;
-    let mut lines = lock.lines();
-    while let Some(line) = lines.next() {
-        if line.trim() == "name = \"wasm-bindgen\"" {
-            if let Some(v) = lines.next() {
-                if let Some(v) = v.trim().strip_prefix("version = \"") {
-                    return Ok(v.trim_end_matches('"').to_string());
-                }
-            }
-        }
-    }
-    Err("Cargo.lock has no wasm-bindgen entry (build the holdfast crate for wasm32 once)".into())
-}
-
 fn run_cmd(step: &str, cmd: &mut Command) -> Result<String, String> {
     let out = cmd
         .output()
@@ -67,33 +50,10 @@ fn run_cmd(step: &str, cmd: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Installs `wasm-bindgen-cli` at the locked version unless it is already on PATH.
-/// (`--locked` fails against this registry mirror; the version pin is what matters.)
-pub fn ensure_wasm_bindgen(root: &Path) -> Result<(), String> {
-    let want = locked_wasm_bindgen_version(root)?;
-    let have = Command::new("wasm-bindgen")
-        .arg("--version")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    if have.split_whitespace().nth(1) == Some(want.as_str()) {
-        return Ok(());
-    }
-    eprintln!(
-        "installing wasm-bindgen-cli {want} (found: {:?})",
-        have.trim()
-    );
-    run_cmd(
-        "cargo install wasm-bindgen-cli",
-        Command::new("cargo").args(["install", "wasm-bindgen-cli", "--version", &want]),
-    )?;
-    Ok(())
-}
-
-/// Builds the package. `target_dir` is the Cargo target directory to build in.
+/// Builds the package. `target_dir` is the Cargo target directory to build in. The tools
+/// (wasm-bindgen-cli at the locked version, npm packages) are installed by the caller
+/// through `install::ensure_build_tools`.
 pub fn run(root: &Path, target_dir: &Path) -> Result<PackageReport, String> {
-    ensure_wasm_bindgen(root)?;
     if !root.join("node_modules/.bin/esbuild").exists() {
         run_cmd("npm ci", Command::new("npm").arg("ci").current_dir(root))?;
     }
