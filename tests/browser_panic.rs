@@ -1,7 +1,8 @@
-//! A panic inside the wasm module must not pass silently: the panic hook reports the
-//! message and the client it happened in (the JS wrapper turns that into a typed
-//! `internal` error and restarts the client from its cursor), and the module keeps
-//! working for new clients after the trap.
+//! A panic inside the wasm module must not pass silently: after the trap, `take_trap`
+//! names the client whose call never returned, with the panic's message when the build
+//! keeps std's panic machinery (this test build does; the package traps without one). The
+//! JS wrapper turns that into a typed `internal` error and restarts the client from its
+//! cursor, and the module keeps working for new clients after the trap.
 //!
 //! Run like `browser_adapters` (see there), with `--test browser_panic`.
 #![cfg(target_arch = "wasm32")]
@@ -9,7 +10,7 @@
 mod browser_common;
 
 use browser_common::*;
-use holdfast::bindings::{panic_for_test, set_panic_hook, WasmClient};
+use holdfast::bindings::{panic_for_test, take_trap, WasmClient};
 use js_sys::{Array, Function, Object, Reflect};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -48,12 +49,9 @@ fn client(topic: &str, seen: Rc<RefCell<u32>>) -> (WasmClient, Closure<dyn FnMut
 
 #[wasm_bindgen_test]
 async fn a_panic_is_reported_with_its_client_and_the_module_keeps_working() {
-    let reports: Rc<RefCell<Vec<(u32, String)>>> = Rc::default();
-    let r = reports.clone();
-    let hook = Closure::<dyn FnMut(u32, String)>::new(move |id: u32, msg: String| {
-        r.borrow_mut().push((id, msg))
-    });
-    set_panic_hook(hook.as_ref().unchecked_ref::<Function>().clone());
+    // Creating a client installs the hook that keeps a panic's message.
+    let (first, _first_emit) = client(&fresh_topic("before-panic"), Rc::default());
+    assert!(take_trap().is_undefined(), "nothing trapped yet");
 
     // The panic traps; JS sees a RuntimeError it can catch.
     let trigger = Closure::<dyn Fn()>::new(|| panic_for_test(42));
@@ -67,18 +65,15 @@ async fn a_panic_is_reported_with_its_client_and_the_module_keeps_working() {
         .as_string()
         .unwrap();
     assert_eq!(outcome, "RuntimeError", "a panic traps");
-    {
-        let reports = reports.borrow();
-        assert_eq!(reports.len(), 1, "the hook ran once");
-        assert_eq!(reports[0].0, 42, "it names the client");
-        assert!(
-            reports[0]
-                .1
-                .starts_with("deliberate test panic at src/bindings/mod.rs:"),
-            "{}",
-            reports[0].1
-        );
-    }
+    let trap: Array = take_trap().unchecked_into();
+    assert_eq!(trap.get(0).as_f64(), Some(42.0), "it names the client");
+    let message = trap.get(1).as_string().unwrap();
+    assert!(
+        message.starts_with("deliberate test panic at src/bindings/mod.rs:"),
+        "{message}"
+    );
+    assert!(take_trap().is_undefined(), "a trap is reported once");
+    drop(first);
 
     // A client created after the trap connects and receives events.
     let topic = fresh_topic("after-panic");
@@ -105,4 +100,8 @@ async fn a_panic_is_reported_with_its_client_and_the_module_keeps_working() {
     }
     assert_eq!(*seen.borrow(), 3, "the module still works after a panic");
     c.close();
+    assert!(
+        take_trap().is_undefined(),
+        "calls that returned leave no trap behind"
+    );
 }

@@ -24,8 +24,8 @@ export interface WasmClientLike {
 }
 export interface WasmApi {
   WasmClient: new (id: number, options: object, emit: (batch: unknown[][]) => void) => WasmClientLike;
-  /** Installs the panic hook: `fn(clientId, message)` runs before the wasm traps. */
-  set_panic_hook(fn: (clientId: number, message: string) => void): void;
+  /** After a wasm call threw: `[clientId, message]` once if that client's call trapped. */
+  takeTrap(): [number, string] | undefined;
 }
 
 /** Loads the wasm module: synchronously when it is inlined, otherwise once, lazily. */
@@ -188,21 +188,30 @@ type Listener = (v: never) => void;
 /** Loaded modules by loader (one per build in practice; tests pass their own fakes). */
 const apis = new WeakMap<Loader, WasmApi | Promise<WasmApi>>();
 let nextId = 1;
-/** Live clients by wasm client id, so a panic reaches the client it happened in. */
+/** Live clients by wasm client id, so a trap reaches the client it happened in. */
 const live = new Map<number, (message: string) => void>();
 
-function onPanic(id: number, message: string) {
-  console.error(`holdfast: internal error (a bug; please report it): ${message}`);
-  // The wasm call traps right after this returns: recover on the next task.
-  const f = live.get(id);
-  if (f) setTimeout(() => f(message));
+/** After an exception that may have come out of the wasm module: when a client's call
+ * trapped (a panic, a stack overflow), report it and restart that client on the next task. */
+function checkTrap(a: WasmApi | undefined) {
+  const t = a && a.takeTrap();
+  if (!t) return;
+  console.error(`holdfast: internal error (a bug; please report it): ${t[1]}`);
+  const f = live.get(t[0]);
+  if (f) setTimeout(() => f(t[1]));
 }
 
 function ready(load: Loader): WasmApi | Promise<WasmApi> {
   let got = apis.get(load);
   if (!got) {
     const done = (a: WasmApi) => {
-      a.set_panic_hook(onPanic);
+      // A trap inside a browser callback (a socket event, a timer, a fetch) does not pass
+      // through the wrapper: it reaches the page as an uncaught error or rejection.
+      if (typeof addEventListener === 'function') {
+        const f = () => checkTrap(a);
+        addEventListener('error', f);
+        addEventListener('unhandledrejection', f);
+      }
       apis.set(load, a);
       return a;
     };
@@ -332,6 +341,7 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
       else if (ev[0] === 'ack') resolve();
       else reject(toError(ev.slice(2)));
     } catch (e) {
+      checkTrap(wasmApi);
       reject(toError(e));
     }
   };
@@ -355,14 +365,15 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
     try {
       inner.start();
     } catch {
-      return; // a panic: the hook already scheduled the recovery
+      checkTrap(a); // schedules the recovery
+      return;
     }
     for (const [d, res, rej] of queued.splice(0)) sendNow(d, res, rej);
   };
 
-  // A panic in the wasm module: report it as a typed error and start a fresh engine from
+  // A trap in the wasm module: report it as a typed error and start a fresh engine from
   // the last cursor (the broken one is abandoned; its callbacks see a poisoned state and
-  // do nothing). Repeated panics close the client rather than loop.
+  // do nothing). Repeated traps close the client rather than loop.
   function recover(message: string) {
     live.delete(id);
     inner = null;
@@ -430,6 +441,7 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
         try {
           w.close();
         } catch (e) {
+          checkTrap(wasmApi);
           report(e);
         }
         // free() after the current call stack, which may still be inside the wasm module.

@@ -1,6 +1,6 @@
 // The JS wrapper (js/src/core.ts) against a scripted fake of the wasm module: option
 // checking, snapshot caching, listeners, sends, the token provider, close, and recovery
-// from a wasm panic. No browser, no server: run with `node --test js/test/`.
+// from a wasm trap. No browser, no server: run with `node --test js/test/`.
 
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
@@ -32,10 +32,17 @@ before(async () => {
 
 /** A scripted stand-in for the wasm module: records calls, lets the test emit batches. */
 function fakeWasm() {
-  const w = { clients: [], panicHook: null };
+  // `trap(client, message)` plays a trapped call: the module then reports it once.
+  const w = { clients: [], trapped: undefined };
+  w.trap = (client, message) => {
+    w.trapped = [client.id, message];
+    return new WebAssembly.RuntimeError('unreachable');
+  };
   w.api = {
-    set_panic_hook(f) {
-      w.panicHook = f;
+    takeTrap() {
+      const t = w.trapped;
+      w.trapped = undefined;
+      return t;
     },
     WasmClient: class {
       constructor(id, options, emit) {
@@ -49,6 +56,7 @@ function fakeWasm() {
       }
       send(data) {
         if (data === 'full') throw ['outbox_full', 'the outbox is full', null];
+        if (data === 'trap') throw w.trap(this, 'index out of bounds at src/engine/machine.rs:1');
         const id = `m-${this.nextMsg++}`;
         this.calls.push(['send', id, data]);
         if (data === 'sync-ack') this.emit([['ack', id]]);
@@ -281,19 +289,49 @@ test('close() closes the engine, rejects pending sends, drops listeners and free
   assert.equal(w.clients[0].calls.filter((x) => x[0] === 'close').length, 1);
 });
 
-test('a panic in the wasm module is reported as a typed error and the client restarts from its cursor', async () => {
+test('a trap in a call from the wrapper is reported as a typed error and the client restarts from its cursor', async () => {
   const w = fakeWasm();
   const c = core.createClientWith(() => w.api, { url: '/r' });
-  assert.ok(w.panicHook, 'the panic hook was installed');
   w.clients[0].emit([open('7')]);
   const errors = [];
   c.on('error', (e) => errors.push(e));
-  w.panicHook(w.clients[0].id, 'index out of bounds at src/engine/machine.rs:1');
+  await assert.rejects(c.send('trap'), (e) => e.code === 'internal');
   await new Promise((r) => setTimeout(r, 5));
   assert.equal(errors[0].code, 'internal');
   assert.match(errors[0].message, /index out of bounds/);
   assert.equal(w.clients.length, 2, 'a fresh engine was created');
   assert.equal(w.clients[1].options.since, '7', 'it resumes from the last cursor');
+  c.send('after').catch(() => {});
+  assert.deepEqual(w.clients[1].calls.at(-1).slice(2), ['after'], 'the new engine takes the sends');
+});
+
+test('a trap inside a browser callback (an uncaught error on the page) restarts the client it happened in', async () => {
+  const pageListeners = {};
+  globalThis.addEventListener = (type, f) => (pageListeners[type] ??= []).push(f);
+  try {
+    const w = fakeWasm();
+    const a = core.createClientWith(() => w.api, { url: '/a' });
+    const b = core.createClientWith(() => w.api, { url: '/b' });
+    assert.deepEqual(Object.keys(pageListeners).sort(), ['error', 'unhandledrejection']);
+    w.clients[1].emit([open('3')]);
+    const errorsA = [];
+    const errorsB = [];
+    a.on('error', (e) => errorsA.push(e));
+    b.on('error', (e) => errorsB.push(e));
+    // An error of the page's own: nothing trapped, nothing restarts.
+    for (const f of pageListeners.error) f({ error: new Error('the app threw') });
+    w.trap(w.clients[1], 'a wasm trap');
+    for (const f of pageListeners.unhandledrejection) f({ reason: new WebAssembly.RuntimeError('unreachable') });
+    await new Promise((r) => setTimeout(r, 5));
+    assert.equal(errorsA.length, 0, 'the other client is untouched');
+    assert.equal(errorsB.length, 1);
+    assert.equal(errorsB[0].code, 'internal');
+    assert.equal(w.clients.length, 3, 'one fresh engine, for the client that trapped');
+    assert.equal(w.clients[2].options.url, '/b');
+    assert.equal(w.clients[2].options.since, '3');
+  } finally {
+    delete globalThis.addEventListener;
+  }
 });
 
 test('diagnostics() lists attempts with typed failures and the notes', () => {

@@ -31,6 +31,11 @@ impl WasmClient {
     /// Creates the engine. Throws `[code, message, transport]` for invalid options.
     #[wasm_bindgen(constructor)]
     pub fn new(id: u32, options: JsValue, emit: Function) -> Result<WasmClient, JsValue> {
+        HOOKED.with(|h| {
+            if !h.replace(true) {
+                install_panic_hook();
+            }
+        });
         let (opts, web) = read_options(&options).map_err(|e| throw(&e))?;
         let rt = Runtime::new(id, opts, web, emit).map_err(|e| throw(&e))?;
         Ok(WasmClient { rt })
@@ -76,15 +81,14 @@ pub fn live_adapters_js() -> u32 {
 }
 
 thread_local! {
-    static PANIC_FN: RefCell<Option<Function>> = const { RefCell::new(None) };
+    static HOOKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The last panic's text and source line, when the build keeps std's panic machinery
+    /// (tests, debug and plain release builds). The package build traps at once instead and
+    /// leaves this empty (xtask/src/package.rs).
+    static PANIC_MESSAGE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// Installs a panic hook that calls `f(clientId, message)` before the module traps, so the
-/// wrapper can report a typed error and restart the client. The message is the panic's
-/// text and its source line, formatted without `std::fmt` machinery.
-#[wasm_bindgen]
-pub fn set_panic_hook(f: Function) {
-    PANIC_FN.with(|p| *p.borrow_mut() = Some(f));
+fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let mut msg = String::from(info.payload_as_str().unwrap_or("panic"));
         if let Some(l) = info.location() {
@@ -93,12 +97,28 @@ pub fn set_panic_hook(f: Function) {
             msg.push(':');
             msg.push_str(&crate::engine::util::u64_to_string(l.line() as u64));
         }
-        let id = CURRENT.with(|c| c.get());
-        let f = PANIC_FN.with(|p| p.try_borrow().ok().and_then(|f| f.clone()));
-        if let Some(f) = f {
-            let _ = f.call2(&JsValue::NULL, &JsValue::from(id), &msg.into());
-        }
+        PANIC_MESSAGE.with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                *p = Some(msg);
+            }
+        });
     }));
+}
+
+/// After a wasm call threw (to the wrapper, or uncaught to the page), says whether it was a
+/// client's call that never returned: `[clientId, message]`, once, or `undefined`. The
+/// wrapper then reports a typed `internal` error and restarts that client from its cursor
+/// (the broken instance is abandoned). Works whatever trapped: a panic with or without
+/// std's panic machinery, a stack overflow, a JS exception unwinding through the module.
+#[wasm_bindgen(js_name = takeTrap)]
+pub fn take_trap() -> JsValue {
+    let id = CURRENT.with(|c| c.replace(0));
+    let message = PANIC_MESSAGE.with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.take()));
+    if id == 0 {
+        return JsValue::UNDEFINED;
+    }
+    let message = message.unwrap_or_else(|| String::from("a wasm trap"));
+    Array::of2(&JsValue::from(id), &message.into()).into()
 }
 
 /// Deliberately panics inside client `id`'s context (tests of the panic path only; not in

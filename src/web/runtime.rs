@@ -31,7 +31,9 @@ use wasm_bindgen::prelude::*;
 thread_local! {
     /// Adapters alive now (sockets, requests, timers, page listeners), for teardown tests.
     static LIVE: Cell<u32> = const { Cell::new(0) };
-    /// The client whose input is being handled, so a panic can be attributed to it.
+    /// The client whose input is being handled, 0 between calls. Non-zero once control is
+    /// back in JS means that client's call never returned: it trapped (a panic, a stack
+    /// overflow) or a JS exception unwound through it, and its state is unusable.
     pub(crate) static CURRENT: Cell<u32> = const { Cell::new(0) };
 }
 
@@ -247,6 +249,7 @@ fn run<R>(rc: &Rc<RefCell<Inner>>, f: impl FnOnce(&mut Inner, u64) -> R) -> Opti
         let batch = me.take_batch();
         (r, batch, me.emit.clone())
     };
+    CURRENT.with(|c| c.set(0));
     if let (Some(batch), Some(emit)) = (batch, emit) {
         let _ = emit.call1(&JsValue::NULL, &batch);
     }

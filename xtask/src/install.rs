@@ -34,10 +34,11 @@ pub fn ensure_all(ctx: &Ctx) -> Result<(), String> {
     ensure_build_tools(ctx)
 }
 
-/// What building the browser package needs: the wasm target, wasm-bindgen-cli at the
+/// What building the browser package needs: the wasm target and `rust-src`, wasm-bindgen-cli at the
 /// locked version, and the npm tooling (esbuild, typescript, binaryen's wasm-opt).
 pub fn ensure_build_tools(ctx: &Ctx) -> Result<(), String> {
     ensure_wasm_target()?;
+    ensure_rust_src()?;
     ensure_wasm_bindgen_cli(ctx)?;
     ensure_npm_packages(&ctx.root)?;
     for dir in ["examples/nextjs"] {
@@ -56,6 +57,17 @@ fn ensure_wasm_target() -> Result<(), String> {
     }
     step(&format!("rustup target add {WASM_TARGET}"));
     run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+}
+
+/// The package build rebuilds the standard library for size (package.rs), from the
+/// toolchain's own `rust-src` component (a rustup download, reachable here).
+fn ensure_rust_src() -> Result<(), String> {
+    let installed = capture(Command::new("rustup").args(["component", "list", "--installed"]))?;
+    if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
+        return Ok(());
+    }
+    step("rustup component add rust-src");
+    run(Command::new("rustup").args(["component", "add", "rust-src"]))
 }
 
 /// The CLI must match the `wasm-bindgen` crate in Cargo.lock exactly, or the generated glue
