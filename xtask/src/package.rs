@@ -114,7 +114,8 @@ pub fn run(root: &Path, target_dir: &Path) -> Result<PackageReport, String> {
     run_cmd(
         "wasm-opt -Oz",
         Command::new(root.join("node_modules/.bin/wasm-opt"))
-            .arg("-Oz")
+            // --converge repeats -Oz while it still shrinks: 0.2 KB gzip for a few seconds.
+            .args(["-Oz", "--converge"])
             .args([
                 "--enable-bulk-memory",
                 "--enable-mutable-globals",
