@@ -42,6 +42,9 @@
 //! worked (or the remembered one). Backoff: first retry after a working session in
 //! `[0, spread]`, then `[cap/2, cap]` with `cap = min(max, initial × factor^n)`.
 
+// Not part of the API: the input generator for the property test and the fuzz target.
+#[doc(hidden)]
+pub mod byte_script;
 pub mod decode;
 mod delivery;
 pub mod diagnostics;
