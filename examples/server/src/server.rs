@@ -83,17 +83,19 @@ pub fn router(app: Arc<App>) -> Router {
         ])
         .expose_headers([header::RETRY_AFTER])
         .max_age(Duration::from_secs(600));
+    // Each rung takes its topic from the path (`/ws/{topic}`) or the query (`/ws?topic=`):
+    // one handler serves both routes (`Option<Path<_>>` is `None` on the first).
     let mut r = Router::new()
-        .route(&format!("{base}/ws"), get(ws_query))
-        .route(&format!("{base}/ws/{{topic}}"), get(ws_path))
-        .route(&format!("{base}/sse"), get(sse_query))
-        .route(&format!("{base}/sse/{{topic}}"), get(sse_path))
-        .route(&format!("{base}/poll"), get(poll_query))
-        .route(&format!("{base}/poll/{{topic}}"), get(poll_path))
-        .route(&format!("{base}/send"), post(send_query))
-        .route(&format!("{base}/send/{{topic}}"), post(send_path))
-        .route(&format!("{base}/publish"), post(publish_query))
-        .route(&format!("{base}/publish/{{topic}}"), post(publish_path))
+        .route(&format!("{base}/ws"), get(ws))
+        .route(&format!("{base}/ws/{{topic}}"), get(ws))
+        .route(&format!("{base}/sse"), get(sse))
+        .route(&format!("{base}/sse/{{topic}}"), get(sse))
+        .route(&format!("{base}/poll"), get(poll))
+        .route(&format!("{base}/poll/{{topic}}"), get(poll))
+        .route(&format!("{base}/send"), post(send))
+        .route(&format!("{base}/send/{{topic}}"), post(send))
+        .route(&format!("{base}/publish"), post(publish))
+        .route(&format!("{base}/publish/{{topic}}"), post(publish))
         .route("/health", get(health))
         .route(&format!("{base}/health"), get(health))
         .route("/metrics", get(metrics));
@@ -330,41 +332,21 @@ fn note_batch(app: &App, batch: &Batch, transport: Transport) {
 // ---------------------------------------------------------------------------------------
 // WebSocket rung
 
-async fn ws_query(
-    st: S,
-    ci: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    q: Query<SubQuery>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    ws_common(st, ci, headers, q, None, ws).await
-}
-
-async fn ws_path(
-    st: S,
-    ci: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    q: Query<SubQuery>,
-    Path(topic): Path<String>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    ws_common(st, ci, headers, q, Some(topic), ws).await
-}
-
 struct Close {
     code: u16,
     reason: String,
     frame: Option<String>,
 }
 
-async fn ws_common(
+async fn ws(
     State(app): S,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<SubQuery>,
-    path_topic: Option<String>,
+    path: Option<Path<String>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let path_topic = path.map(|Path(topic)| topic);
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => {
@@ -668,32 +650,14 @@ async fn apply_send(app: &App, topic: &str, id: &str, data: Value) -> Result<(),
 // ---------------------------------------------------------------------------------------
 // SSE rung
 
-async fn sse_query(
-    st: S,
-    ci: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    q: Query<SubQuery>,
-) -> Response {
-    sse_common(st, ci, headers, q, None).await
-}
-
-async fn sse_path(
-    st: S,
-    ci: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    q: Query<SubQuery>,
-    Path(topic): Path<String>,
-) -> Response {
-    sse_common(st, ci, headers, q, Some(topic)).await
-}
-
-async fn sse_common(
+async fn sse(
     State(app): S,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<SubQuery>,
-    path_topic: Option<String>,
+    path: Option<Path<String>>,
 ) -> Response {
+    let path_topic = path.map(|Path(topic)| topic);
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -795,32 +759,14 @@ async fn sse_session(
 // ---------------------------------------------------------------------------------------
 // Polling rung
 
-async fn poll_query(
-    st: S,
-    ci: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    q: Query<SubQuery>,
-) -> Response {
-    poll_common(st, ci, headers, q, None).await
-}
-
-async fn poll_path(
-    st: S,
-    ci: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    q: Query<SubQuery>,
-    Path(topic): Path<String>,
-) -> Response {
-    poll_common(st, ci, headers, q, Some(topic)).await
-}
-
-async fn poll_common(
+async fn poll(
     State(app): S,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<SubQuery>,
-    path_topic: Option<String>,
+    path: Option<Path<String>>,
 ) -> Response {
+    let path_topic = path.map(|Path(topic)| topic);
     let a = match admit(&app, Transport::Poll, peer, &headers, &q, path_topic, None) {
         Ok(a) => a,
         Err(r) => return r.response(),
@@ -909,35 +855,15 @@ async fn read_body(app: &App, body: Body) -> Result<Bytes, Response> {
         })
 }
 
-async fn send_query(
-    st: S,
-    ci: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    q: Query<SubQuery>,
-    body: Body,
-) -> Response {
-    send_common(st, ci, headers, q, None, body).await
-}
-
-async fn send_path(
-    st: S,
-    ci: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    q: Query<SubQuery>,
-    Path(topic): Path<String>,
-    body: Body,
-) -> Response {
-    send_common(st, ci, headers, q, Some(topic), body).await
-}
-
-async fn send_common(
+async fn send(
     State(app): S,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<SubQuery>,
-    path_topic: Option<String>,
+    path: Option<Path<String>>,
     body: Body,
 ) -> Response {
+    let path_topic = path.map(|Path(topic)| topic);
     let ip = client_ip(&app.cfg, peer, &headers);
     if let Err(r) = app.limits.rate(ip) {
         app.metrics.reject(r.metric());
@@ -993,35 +919,15 @@ async fn send_common(
     }
 }
 
-async fn publish_query(
-    st: S,
-    ci: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    q: Query<SubQuery>,
-    body: Body,
-) -> Response {
-    publish_common(st, ci, headers, q, None, body).await
-}
-
-async fn publish_path(
-    st: S,
-    ci: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    q: Query<SubQuery>,
-    Path(topic): Path<String>,
-    body: Body,
-) -> Response {
-    publish_common(st, ci, headers, q, Some(topic), body).await
-}
-
-async fn publish_common(
+async fn publish(
     State(app): S,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<SubQuery>,
-    path_topic: Option<String>,
+    path: Option<Path<String>>,
     body: Body,
 ) -> Response {
+    let path_topic = path.map(|Path(topic)| topic);
     match &app.cfg.publish_key {
         Some(key) => {
             let given = bearer(&headers).or_else(|| {

@@ -226,6 +226,57 @@ async fn post_send_is_acknowledged_and_a_repeated_key_is_not_applied_twice() {
 }
 
 #[tokio::test]
+async fn every_route_takes_its_topic_from_the_path_as_from_the_query() {
+    let s = Server::start(&[]);
+    // publish/{topic}
+    let res = http()
+        .post(s.url("/publish/pt"))
+        .json(&json!([{"type": "tick", "data": {"n": 0}}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // send/{topic}
+    let res = http()
+        .post(s.url("/send/pt"))
+        .header("Idempotency-Key", "m-1")
+        .json(&json!({"n": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"type":"ack","id":"m-1"})
+    );
+    // Both landed on topic `pt`: the query form sees them, and so does poll/{topic}.
+    let (_, by_query) = poll(&s, "topic=pt&since=0&wait=50").await;
+    assert_eq!(
+        by_query["events"].as_array().unwrap().len(),
+        2,
+        "{by_query}"
+    );
+    let res = http()
+        .get(s.url("/poll/pt?since=0&wait=50"))
+        .send()
+        .await
+        .unwrap();
+    let by_path: Value = res.json().await.unwrap();
+    assert_eq!(by_path["events"], by_query["events"]);
+    // sse/{topic}
+    let mut sse = Sse::open(&s.url("/sse/pt?since=0"), None).await;
+    let events = sse.events(2, &mut vec![]).await;
+    assert_eq!(events[0].event, "tick");
+    assert_eq!(events[1].event, "message");
+    // A topic the path cannot carry is refused like one in the query.
+    let res = http()
+        .get(s.url("/poll/a%20b?wait=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}
+
+#[tokio::test]
 async fn post_send_without_an_idempotency_key_is_refused() {
     let s = Server::start(&[]);
     let res = http()
