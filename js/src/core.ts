@@ -23,7 +23,7 @@ export interface WasmClientLike {
   free(): void;
 }
 export interface WasmApi {
-  WasmClient: new (id: number, options: object, emit: (batch: unknown[][]) => void) => WasmClientLike;
+  WasmClient: new (id: number, options: object, emit: (batch: unknown[][], ids?: string) => void) => WasmClientLike;
   /** After a wasm call threw: `[clientId, message]` once if that client's call trapped. */
   takeTrap(): [number, string] | undefined;
 }
@@ -294,12 +294,20 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
     );
   };
 
-  const onBatch = (batch: unknown[][]) => {
+  // `ids`: the batch's message ids in one string (one decode out of wasm per batch, not
+  // one per event); a message entry's id `1` means "the next of them" (src/bindings).
+  const onBatch = (batch: unknown[][], ids?: string) => {
+    const idList = ids === undefined ? [] : ids.split('\0');
+    let next = 0;
+    let lastId: string | null = null;
     for (const ev of batch) {
       switch (ev[0] as string) {
-        case 'message':
-          if (!closed) dispatch('message', { id: ev[1] as string | null, type: ev[2] as string, data: ev[3] });
+        case 'message': {
+          const id = ev[1] === 1 ? idList[next++] : (ev[1] as string | null);
+          if (id !== null) lastId = id;
+          if (!closed) dispatch('message', { id, type: ev[2] as string, data: ev[3] });
           break;
+        }
         case 'state': {
           const s = ev[1] as Record<string, unknown>;
           if (s.lastError) s.lastError = toError(s.lastError);
@@ -308,7 +316,7 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
         }
         case 'cursor':
           // Only the cursor moved (every delivered batch): patch the last snapshot.
-          setSnap(Object.freeze({ ...snap, cursor: ev[1] as string | null }));
+          setSnap(Object.freeze({ ...snap, cursor: ev.length > 1 ? (ev[1] as string | null) : lastId }));
           break;
         case 'gap':
           if (!closed) dispatch('gap', { reason: ev[1] as string, cursor: ev[2] as string | null, oldest: ev[3] as string | null });

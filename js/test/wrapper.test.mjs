@@ -167,6 +167,22 @@ test('a cursor-only change patches the snapshot: a new frozen object, the rest k
   assert.equal(states.at(-1), after);
 });
 
+test('a batch may carry its message ids in one string, and its cursor entry may point at the last of them', () => {
+  const w = fakeWasm();
+  const c = core.createClientWith(() => w.api, { url: '/r' });
+  const got = [];
+  c.on('message', (m) => got.push(m.id));
+  w.clients[0].emit([open('1')]);
+  w.clients[0].emit(
+    [['message', 1, 'tick', {}], ['message', null, 'tick', {}], ['message', 'a\0b', 'tick', {}], ['message', 1, 'tick', {}], ['cursor']],
+    '2\u00003-0',
+  );
+  assert.deepEqual(got, ['2', null, 'a\0b', '3-0']);
+  assert.equal(c.snapshot().cursor, '3-0', '["cursor"] is the last message id');
+  w.clients[0].emit([['cursor', '9']]);
+  assert.equal(c.snapshot().cursor, '9');
+});
+
 test('the initial snapshot is connecting, shared, and carries the starting cursor', () => {
   assert.equal(core.CONNECTING.status, 'connecting');
   assert.equal(core.CONNECTING.transport, null);

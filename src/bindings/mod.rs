@@ -3,11 +3,14 @@
 //! [`Options`], errors into `[code, message, transport]` arrays, and app events into the
 //! batches described in [`crate::web::runtime`].
 //!
-//! Batches handed to `emit` are arrays of arrays, in order:
-//! `["message", id|null, type, data]`, `["gap", reason, cursor|null, oldest|null]`,
+//! Batches handed to `emit(batch, ids)` are arrays of arrays, in order:
+//! `["message", id, type, data]` (`id`: `1` for the next of `ids.split("\0")`, else
+//! the id string, or null), `["gap", reason, cursor|null, oldest|null]`,
 //! `["error", code, message, transport|null]`, `["ack", msgId]`,
 //! `["fail", msgId, code, message, transport|null]`, `["token"]` (call the token provider
-//! and answer with `token()`), and `["state", snapshot]` (last, once, when it changed).
+//! and answer with `token()`), and last, once, either `["state", snapshot]` when the
+//! snapshot changed or `["cursor", id|null]` when only the cursor moved (`["cursor"]`: the
+//! batch's last message id).
 
 use crate::engine::{ErrorCode, HoldfastError, Options, Transport};
 use crate::web::runtime::{error_js, live_adapters, Runtime, WebOptions, CURRENT};

@@ -94,6 +94,14 @@ struct Inner {
     /// wasm memory is the largest per-event cost after the payload (BENCHMARKS.md).
     tag_message: JsValue,
     last_kind: (String, JsValue),
+    /// The ids of this batch's messages, each followed by NUL, handed to `emit` as one
+    /// string: decoding a string out of wasm memory costs ~1 µs a call whatever its length,
+    /// which was a quarter of the time on a 1,000-event poll batch (BENCHMARKS.md).
+    ids: String,
+    /// The last id in `ids`, so the batch's `cursor` entry can point at it.
+    last_id: Option<String>,
+    /// Marks a message entry whose id is the next one in `ids`.
+    next_id: JsValue,
     /// Inputs produced while executing a command (a socket the browser refused to
     /// create); handled after the current output queue, never re-entrantly.
     deferred: VecDeque<Input<JsValue>>,
@@ -149,6 +157,9 @@ impl Runtime {
                 cursor_moved: false,
                 tag_message: JsValue::from_str("message"),
                 last_kind: (String::new(), JsValue::from_str("")),
+                ids: String::new(),
+                last_id: None,
+                next_id: JsValue::from(1),
                 deferred: VecDeque::new(),
             })
         });
@@ -240,18 +251,18 @@ fn sink(weak: &Weak<RefCell<Inner>>) -> Sink {
 /// app events with the runtime released. `None` when the runtime is busy (a re-entrant
 /// call) or poisoned by a panic.
 fn run<R>(rc: &Rc<RefCell<Inner>>, f: impl FnOnce(&mut Inner, u64) -> R) -> Option<R> {
-    let (r, batch, emit) = {
+    let (r, batch, ids, emit) = {
         let mut me = rc.try_borrow_mut().ok()?;
         CURRENT.with(|c| c.set(me.id));
         let t = now();
         let r = f(&mut me, t);
         me.drain(t);
-        let batch = me.take_batch();
-        (r, batch, me.emit.clone())
+        let (batch, ids) = me.take_batch();
+        (r, batch, ids, me.emit.clone())
     };
     CURRENT.with(|c| c.set(0));
     if let (Some(batch), Some(emit)) = (batch, emit) {
-        let _ = emit.call1(&JsValue::NULL, &batch);
+        let _ = emit.call2(&JsValue::NULL, &batch, &ids);
     }
     Some(r)
 }
@@ -394,9 +405,21 @@ impl Inner {
                     self.last_kind.1 = JsValue::from_str(&kind);
                     self.last_kind.0 = kind;
                 }
+                let id = match id {
+                    // An id that holds the separator itself (never seen in practice) goes
+                    // on its own.
+                    Some(id) if id.contains('\0') => JsValue::from_str(&id),
+                    Some(id) => {
+                        self.ids.push_str(&id);
+                        self.ids.push('\0');
+                        self.last_id = Some(id);
+                        self.next_id.clone()
+                    }
+                    None => JsValue::NULL,
+                };
                 b.push(&Array::of4(
                     &self.tag_message,
-                    &opt(id.as_deref()),
+                    &id,
                     &self.last_kind.1,
                     &data,
                 ));
@@ -431,20 +454,35 @@ impl Inner {
 
     /// The pending app events, with one `state` entry last when the snapshot changed, or
     /// a `cursor` entry (just the new id; the wrapper patches its snapshot) when only the
-    /// cursor moved — that is every delivered batch, so it must stay cheap.
-    fn take_batch(&mut self) -> Option<Array> {
+    /// cursor moved — that is every delivered batch, so it must stay cheap: when the cursor
+    /// is the batch's last message id the entry is `["cursor"]`, meaning that id. Second:
+    /// the message ids (see `ids`), or `undefined`.
+    fn take_batch(&mut self) -> (Option<Array>, JsValue) {
         let cursor_moved = std::mem::take(&mut self.cursor_moved);
+        let last_id = self.last_id.take();
         if std::mem::take(&mut self.state_changed) {
             let s = snapshot_js(self.engine.snapshot());
             self.batch.push(&Array::of2(&"state".into(), &s));
         } else if cursor_moved {
-            let cursor = opt(self.engine.snapshot().cursor.as_deref());
-            self.batch.push(&Array::of2(&"cursor".into(), &cursor));
+            let cursor = self.engine.snapshot().cursor.as_deref();
+            if cursor.is_some() && cursor == last_id.as_deref() {
+                self.batch.push(&Array::of1(&"cursor".into()));
+            } else {
+                self.batch.push(&Array::of2(&"cursor".into(), &opt(cursor)));
+            }
         }
+        let ids = if self.ids.is_empty() {
+            JsValue::UNDEFINED
+        } else {
+            self.ids.pop(); // the last separator
+            let ids = JsValue::from_str(&self.ids);
+            self.ids.clear();
+            ids
+        };
         if self.batch.length() == 0 {
-            return None;
+            return (None, ids);
         }
-        Some(std::mem::replace(&mut self.batch, Array::new()))
+        (Some(std::mem::replace(&mut self.batch, Array::new())), ids)
     }
 
     /// Drops every adapter. The engine is kept for `snapshot()`/`diagnostics()`; `emit` is
