@@ -26,7 +26,7 @@ impl JsonValue for JsValue {
         if !self.is_object() {
             return None;
         }
-        Reflect::get(self, &JsValue::from_str(key))
+        Reflect::get(self, &super::js_str(key))
             .ok()
             .filter(|v| !v.is_undefined())
     }

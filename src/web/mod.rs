@@ -27,6 +27,34 @@ use wasm_bindgen::JsValue;
 /// never while the runtime is handling another input.
 pub type Sink = std::rc::Rc<dyn Fn(Input<JsValue>)>;
 
+thread_local! {
+    static STRINGS: std::cell::RefCell<Vec<(String, JsValue)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// At most this many strings are kept by [`js_str`]; more are created each time.
+const STRINGS_MAX: usize = 32;
+
+/// The JS string for `s`, kept for the next call: for the few strings used per event or per
+/// batch (the interop field names read from every event, the batch entry tags). Creating a
+/// JS string from wasm memory costs a `TextDecoder` call (~1 µs) whatever its length; three
+/// field names per event made that the largest cost of decoding a poll batch.
+pub fn js_str(s: &str) -> JsValue {
+    STRINGS.with(|cache| {
+        let Ok(mut cache) = cache.try_borrow_mut() else {
+            return JsValue::from_str(s);
+        };
+        if let Some((_, v)) = cache.iter().find(|(k, _)| k == s) {
+            return v.clone();
+        }
+        let v = JsValue::from_str(s);
+        if cache.len() < STRINGS_MAX {
+            cache.push((String::from(s), v.clone()));
+        }
+        v
+    })
+}
+
 /// `Date.now()`, the engine's clock.
 pub fn now() -> u64 {
     js_sys::Date::now() as u64

@@ -17,7 +17,7 @@ use super::poll::PollConn;
 use super::sse::SseConn;
 use super::timer::Timer;
 use super::ws::WsConn;
-use super::{now, storage, upstream, Sink};
+use super::{js_str, now, storage, upstream, Sink};
 use crate::engine::{
     AppEvent, Command, ConnId, Engine, HoldfastError, Input, MessageId, Options, Output,
     PageContext, Secret, Snapshot, Status, Transport,
@@ -361,9 +361,9 @@ impl Inner {
             Command::SendUpstream { conn, msg_id, data } => {
                 let i = self.engine.interop();
                 let frame = Object::new();
-                let _ = Reflect::set(&frame, &i.type_field.as_str().into(), &"send".into());
-                let _ = Reflect::set(&frame, &i.id_field.as_str().into(), &msg_id.as_str().into());
-                let _ = Reflect::set(&frame, &i.data_field.as_str().into(), &data);
+                let _ = Reflect::set(&frame, &js_str(&i.type_field), &js_str("send"));
+                let _ = Reflect::set(&frame, &js_str(&i.id_field), &msg_id.as_str().into());
+                let _ = Reflect::set(&frame, &js_str(&i.data_field), &data);
                 if let (Some(ws), Some(text)) = (self.ws(conn), stringify(&frame)) {
                     ws.send(&text);
                 }
@@ -375,7 +375,7 @@ impl Inner {
                 data,
             } => self.post(msg_id, &url, token, &data),
             Command::RequestToken => {
-                self.batch.push(&Array::of1(&"token".into()));
+                self.batch.push(&Array::of1(&js_str("token")));
             }
             Command::Remember { key, value } => storage::save(&key, &value),
             Command::Forget { key } => storage::forget(&key),
@@ -429,22 +429,22 @@ impl Inner {
                 cursor,
                 oldest,
             } => {
-                let a = Array::of3(&"gap".into(), &reason.into(), &opt(cursor.as_deref()));
+                let a = Array::of3(&js_str("gap"), &reason.into(), &opt(cursor.as_deref()));
                 a.push(&opt(oldest.as_deref()));
                 b.push(&a);
             }
             AppEvent::Error(err) => {
                 let a = error_js(&err);
-                a.unshift(&"error".into());
+                a.unshift(&js_str("error"));
                 b.push(&a);
             }
             AppEvent::Acked { msg_id } => {
-                b.push(&Array::of2(&"ack".into(), &msg_id.as_str().into()));
+                b.push(&Array::of2(&js_str("ack"), &msg_id.as_str().into()));
             }
             AppEvent::SendFailed { msg_id, error } => {
                 let a = error_js(&error);
                 a.unshift(&msg_id.as_str().into());
-                a.unshift(&"fail".into());
+                a.unshift(&js_str("fail"));
                 b.push(&a);
             }
             AppEvent::StateChanged => self.state_changed = true,
@@ -462,13 +462,14 @@ impl Inner {
         let last_id = self.last_id.take();
         if std::mem::take(&mut self.state_changed) {
             let s = snapshot_js(self.engine.snapshot());
-            self.batch.push(&Array::of2(&"state".into(), &s));
+            self.batch.push(&Array::of2(&js_str("state"), &s));
         } else if cursor_moved {
             let cursor = self.engine.snapshot().cursor.as_deref();
             if cursor.is_some() && cursor == last_id.as_deref() {
-                self.batch.push(&Array::of1(&"cursor".into()));
+                self.batch.push(&Array::of1(&js_str("cursor")));
             } else {
-                self.batch.push(&Array::of2(&"cursor".into(), &opt(cursor)));
+                self.batch
+                    .push(&Array::of2(&js_str("cursor"), &opt(cursor)));
             }
         }
         let ids = if self.ids.is_empty() {

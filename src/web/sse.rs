@@ -11,7 +11,6 @@ use crate::engine::sse::{SseEvent, SseParser};
 use crate::engine::{ConnId, Input};
 use js_sys::{Reflect, Uint8Array};
 use std::rc::Rc;
-use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::ReadableStreamDefaultReader;
@@ -68,13 +67,13 @@ impl SseConn {
                     Ok(c) => c,
                     Err(e) => return sink(closed(super::js_error_message(&e))),
                 };
-                let done = Reflect::get(&chunk, &JsValue::from_str("done"))
+                let done = Reflect::get(&chunk, &super::js_str("done"))
                     .map(|d| d.is_truthy())
                     .unwrap_or(true);
                 if done {
                     return sink(closed(String::from("the server ended the event stream")));
                 }
-                let Ok(bytes) = Reflect::get(&chunk, &JsValue::from_str("value"))
+                let Ok(bytes) = Reflect::get(&chunk, &super::js_str("value"))
                     .and_then(|v| v.dyn_into::<Uint8Array>())
                 else {
                     continue;
