@@ -197,6 +197,16 @@ pub fn decode_sse_event<V: JsonValue>(
     ev: &SseEvent,
     interop: &Interop,
 ) -> Result<Item<V>, FrameError> {
+    decode_sse_event_parsed(ev, V::parse_json(&ev.data), interop)
+}
+
+/// [`decode_sse_event`] with the event's data already parsed (`None`: not JSON), for
+/// callers that parse many events' data at once.
+pub fn decode_sse_event_parsed<V: JsonValue>(
+    ev: &SseEvent,
+    parsed: Option<V>,
+    interop: &Interop,
+) -> Result<Item<V>, FrameError> {
     let name = ev.event.as_str();
     let is_control = name == HELLO
         || name == RESET
@@ -205,7 +215,6 @@ pub fn decode_sse_event<V: JsonValue>(
         || name == PING
         || name == interop.pong_type
         || name == interop.heartbeat_type;
-    let parsed = V::parse_json(&ev.data);
     if is_control {
         return match parsed {
             Some(obj) if obj.is_object() => {
