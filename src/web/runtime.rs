@@ -98,8 +98,6 @@ struct Inner {
     /// string: decoding a string out of wasm memory costs ~1 µs a call whatever its length,
     /// which was a quarter of the time on a 1,000-event poll batch (BENCHMARKS.md).
     ids: String,
-    /// The last id in `ids`, so the batch's `cursor` entry can point at it.
-    last_id: Option<String>,
     /// Marks a message entry whose id is the next one in `ids`.
     next_id: JsValue,
     /// Inputs produced while executing a command (a socket the browser refused to
@@ -158,7 +156,6 @@ impl Runtime {
                 tag_message: JsValue::from_str("message"),
                 last_kind: (String::new(), JsValue::from_str("")),
                 ids: String::new(),
-                last_id: None,
                 next_id: JsValue::from(1),
                 deferred: VecDeque::new(),
             })
@@ -412,7 +409,6 @@ impl Inner {
                     Some(id) => {
                         self.ids.push_str(&id);
                         self.ids.push('\0');
-                        self.last_id = Some(id);
                         self.next_id.clone()
                     }
                     None => JsValue::NULL,
@@ -459,13 +455,17 @@ impl Inner {
     /// the message ids (see `ids`), or `undefined`.
     fn take_batch(&mut self) -> (Option<Array>, JsValue) {
         let cursor_moved = std::mem::take(&mut self.cursor_moved);
-        let last_id = self.last_id.take();
+        // The batch's last id is the tail of `ids`, before its final separator.
+        let last_id = self
+            .ids
+            .strip_suffix('\0')
+            .and_then(|s| s.rsplit('\0').next());
         if std::mem::take(&mut self.state_changed) {
             let s = snapshot_js(self.engine.snapshot());
             self.batch.push(&Array::of2(&js_str("state"), &s));
         } else if cursor_moved {
             let cursor = self.engine.snapshot().cursor.as_deref();
-            if cursor.is_some() && cursor == last_id.as_deref() {
+            if cursor.is_some() && cursor == last_id {
                 self.batch.push(&Array::of1(&js_str("cursor")));
             } else {
                 self.batch
