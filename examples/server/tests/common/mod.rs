@@ -169,7 +169,7 @@ pub fn redis() -> Option<Redis> {
             .spawn()
             .expect("spawn redis-server");
         for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if is_redis_process(port, child.id()) {
                 return Some(Redis {
                     child,
                     url: format!("redis://127.0.0.1:{port}"),
@@ -185,6 +185,35 @@ pub fn redis() -> Option<Redis> {
         let _ = child.wait();
     }
     panic!("redis-server did not start");
+}
+
+/// Whether the Redis on `port` is process `pid`. A bare connect is not enough: `free_port`
+/// releases its port, so another test's Redis or server may hold it while this Redis fails
+/// to bind and exits (seen in CI: the server then found nothing on the port).
+fn is_redis_process(port: u16, pid: u32) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    if conn.write_all(b"INFO server\r\n").is_err() {
+        return false;
+    }
+    let wanted = format!("process_id:{pid}\r\n");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // INFO's reply is one bulk string; read until the line is seen or the reply stops.
+    while let Ok(n @ 1..) = conn.read(&mut buf) {
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if text.contains(&wanted) {
+            return true;
+        }
+        if text.contains("process_id:") && text.contains("\r\nrun_id:") {
+            return false;
+        }
+    }
+    false
 }
 
 pub fn http() -> reqwest::Client {
