@@ -10,6 +10,7 @@
 //   HOLDFAST_SERVER_BIN       release holdfast-server
 //   HOLDFAST_PACKAGE_DIR      the built npm package (empty: the package did not build)
 //   HOLDFAST_FAULT_PROXY_BIN  holdfast-fault-proxy (empty: the fault cases are n/a)
+//   HOLDFAST_SIZE_FLOOR_DIR   the engine alone, built by `cargo xtask size-floor` (empty: n/a)
 //   CHROMIUM                  browser binary (default /usr/bin/chromium)
 // Flags: --runs N (default 5), --only a,b (case ids: ws1 batch sse poll rtt first offline
 //        memory sio size), --out FILE (markdown report), --doc BENCHMARKS.md (replace the
@@ -61,6 +62,7 @@ const env = (name) => process.env[name] || '';
 const SERVER_BIN = env('HOLDFAST_SERVER_BIN');
 const PACKAGE_DIR = env('HOLDFAST_PACKAGE_DIR');
 const PROXY_BIN = env('HOLDFAST_FAULT_PROXY_BIN');
+const SIZE_FLOOR_DIR = env('HOLDFAST_SIZE_FLOOR_DIR');
 if (!SERVER_BIN) throw new Error('HOLDFAST_SERVER_BIN is not set: run through `cargo xtask bench`');
 
 const log = (...a) => console.error('[bench]', ...a);
@@ -241,6 +243,14 @@ async function sizes() {
     rows.push({ name: 'Holdfast createClient (JS + wasm)', ...add(jsSize, wasmSize), note: `JS ${fmtKB(jsSize.gzip)} + wasm ${fmtKB(wasmSize.gzip)} gzip` });
   } else {
     rows.push({ name: 'Holdfast createClient (JS + wasm)', na: 'package did not build' });
+  }
+  const floor = { name: 'Holdfast engine alone (bench/size-floor: no web layer, bindings or wrapper)', own: true };
+  if (SIZE_FLOOR_DIR && existsSync(join(SIZE_FLOOR_DIR, 'floor_bg.wasm'))) {
+    const jsSize = compressed(readFileSync(join(SIZE_FLOOR_DIR, 'floor.min.js')));
+    const wasmSize = compressed(readFileSync(join(SIZE_FLOOR_DIR, 'floor_bg.wasm')));
+    rows.push({ ...floor, ...add(jsSize, wasmSize), note: `glue ${fmtKB(jsSize.gzip)} + wasm ${fmtKB(wasmSize.gzip)} gzip: the least a download running this engine can be` });
+  } else {
+    rows.push({ ...floor, na: 'the size floor did not build' });
   }
   for (const [name, contents] of [
     ['socket.io-client', "export { io } from 'socket.io-client';"],
@@ -666,7 +676,7 @@ function render(rows, sizeRows, { browser, elapsed }) {
     }
     const hf = sizeRows[0];
     if (!hf.na) {
-      const others = sizeRows.slice(1).filter((s) => !s.na);
+      const others = sizeRows.slice(1).filter((s) => !s.na && !s.own);
       const smaller = others.filter((s) => hf.gzip < s.gzip).map((s) => s.name);
       lines.push('');
       lines.push(`Size goal (≤ 13.5 KB gzip and smaller than socket.io-client and SignalR): ${hf.gzip <= 13_500 && smaller.includes('socket.io-client') && smaller.includes('@microsoft/signalr') ? 'met' : 'not met'} (Holdfast ${fmtKB(hf.gzip)} gzip; smaller than: ${smaller.join(', ') || 'none'}).`);

@@ -7,7 +7,9 @@
 //! baseline (see BENCHMARKS.md). A package that fails to build does not stop the run: the
 //! Holdfast columns then read `n/a (…)` and the baselines and peer sizes are still measured.
 //! Extra arguments go to the node driver (`--runs N`, `--only ws1,sse`, `--quick`). The
-//! markdown table is also written to `<target>/bench/results.md`.
+//! markdown table is also written to `<target>/bench/results.md`. The size table also shows
+//! the engine alone (`cargo xtask size-floor`), so what the engine costs is told apart from
+//! what the web layer, bindings and wrapper add.
 
 use crate::procs;
 use crate::{install, package, Ctx};
@@ -20,6 +22,13 @@ pub fn run(ctx: &Ctx, args: &[String]) -> Result<(), String> {
         Ok(report) => Some(report.package_dir),
         Err(e) => {
             eprintln!("bench: the package did not build; the Holdfast cases will be n/a:\n{e}");
+            None
+        }
+    };
+    let floor_dir = match package::size_floor(&ctx.root, &ctx.target_dir) {
+        Ok(dir) => Some(dir),
+        Err(e) => {
+            eprintln!("bench: the size floor did not build; its size row will be n/a:\n{e}");
             None
         }
     };
@@ -44,6 +53,7 @@ pub fn run(ctx: &Ctx, args: &[String]) -> Result<(), String> {
         .env("HOLDFAST_SERVER_BIN", &server)
         .env("HOLDFAST_PACKAGE_DIR", path_or_empty(&package_dir))
         .env("HOLDFAST_FAULT_PROXY_BIN", path_or_empty(&proxy))
+        .env("HOLDFAST_SIZE_FLOOR_DIR", path_or_empty(&floor_dir))
         .current_dir(&ctx.root);
     procs::run(&mut cmd)?;
     println!("\nresults written to {}", out.display());

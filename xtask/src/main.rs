@@ -5,6 +5,7 @@
 //! - `cargo xtask demo`    builds the package, starts the reference server with the demo
 //!                         event generator and serves the admin demo page until Ctrl-C.
 //! - `cargo xtask package` builds the npm package (wasm + glue + wrapper) and prints sizes.
+//! - `cargo xtask size-floor` prints the size of the engine alone in wasm (bench/size-floor).
 //!
 //! Every install step checks first and is skipped when already satisfied, so the second run
 //! starts testing at once. Only std is used here, so the driver itself builds in seconds.
@@ -47,6 +48,9 @@ fn main() -> ExitCode {
         Some("test") => suites::run_all(&ctx, &args[1..]),
         Some("demo") => demo(&ctx, &args[1..]),
         Some("package") => build_package(&ctx).map(|_| ()),
+        Some("size-floor") => install::ensure_build_tools(&ctx)
+            .and_then(|()| package::size_floor(&ctx.root, &ctx.target_dir))
+            .map(|_| ()),
         Some("install") => install::ensure_all(&ctx),
         Some("bench") => bench::run(&ctx, &args[1..]),
         _ => {
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
                  test [--only SUITE]   install what is missing and run every test\n  \
                  demo [--port N]       run the demo: reference server + admin page\n  \
                  package               build the npm package and print its size\n  \
+                 size-floor            print the size of the engine alone in wasm (no web layer)\n  \
                  install               only install the tools the tests need"
             );
             return ExitCode::from(2);

@@ -62,78 +62,15 @@ pub fn run(root: &Path, target_dir: &Path) -> Result<PackageReport, String> {
         run_cmd("npm ci", Command::new("npm").arg("ci").current_dir(root))?;
     }
 
-    // 1. The wasm, small over fast (see [profile.wasm-release]). The standard library is
-    //    rebuilt for size with panics that trap at once: that drops std's panic and
-    //    formatting machinery, 9.6 KB of the 72.8 KB gzip wasm (measured 2026-12-06). The
-    //    wrapper recovers a trapped client without a panic message (see `take_trap`).
-    //    These are unstable flags; RUSTC_BOOTSTRAP scopes them to this one build, on the
-    //    stable toolchain, with the `rust-src` component that install.rs adds.
-    run_cmd(
-        "cargo build (wasm32, wasm-release, std rebuilt for size)",
-        Command::new("cargo")
-            .args([
-                "build",
-                "-p",
-                "holdfast",
-                "--lib",
-                "--target",
-                "wasm32-unknown-unknown",
-                "--profile",
-                "wasm-release",
-                "-Zbuild-std=std,panic_abort",
-                "-Zbuild-std-features=optimize_for_size",
-                // Appended to the target's rustflags in .cargo/config.toml (arrays merge).
-                "--config",
-                SIZE_RUSTFLAGS,
-            ])
-            .env("RUSTC_BOOTSTRAP", "1")
-            .env("CARGO_TARGET_DIR", target_dir)
-            .current_dir(root),
-    )?;
-    let wasm = target_dir.join("wasm32-unknown-unknown/wasm-release/holdfast.wasm");
-
-    // 2. JS glue for the web target: ESM with an explicit init (no bundler-specific imports).
     let glue_dir = root.join("js/wasm");
-    let _ = fs::remove_dir_all(&glue_dir);
-    run_cmd(
-        "wasm-bindgen",
-        Command::new("wasm-bindgen")
-            .args([
-                "--target",
-                "web",
-                "--out-name",
-                "holdfast_wasm",
-                "--out-dir",
-            ])
-            .arg(&glue_dir)
-            .arg(&wasm),
+    build_wasm(
+        root,
+        target_dir,
+        &root.join("Cargo.toml"),
+        "holdfast",
+        &glue_dir,
+        "holdfast_wasm",
     )?;
-
-    // 3. wasm-opt from the npm binaryen (Debian's v108 breaks the externref table init).
-    let bg = glue_dir.join("holdfast_wasm_bg.wasm");
-    run_cmd(
-        "wasm-opt -Oz",
-        Command::new(root.join("node_modules/.bin/wasm-opt"))
-            // --converge repeats -Oz while it still shrinks: 0.2 KB gzip for a few seconds.
-            .args(["-Oz", "--converge"])
-            .args([
-                "--enable-bulk-memory",
-                "--enable-mutable-globals",
-                "--enable-nontrapping-float-to-int",
-                "--enable-sign-ext",
-                "--enable-reference-types",
-                "--enable-multivalue",
-                "--strip-debug",
-                "--strip-producers",
-            ])
-            .arg(&bg)
-            .arg("-o")
-            .arg(&bg),
-    )?;
-
-    // 3b. Short import/export names: wasm-bindgen's hashed names (`__wbg_call_a410eb4b…`)
-    // appear twice (glue and wasm) and do not compress.
-    shorten_names(&glue_dir.join("holdfast_wasm.js"), &bg)?;
 
     // 4. Bundles and types (js/build.mjs drives esbuild and tsc).
     let npm_root = root.join("target/npm");
@@ -191,6 +128,131 @@ pub fn run(root: &Path, target_dir: &Path) -> Result<PackageReport, String> {
     })
 }
 
+/// Steps 1–3 of a package build, for any crate of the shape of `holdfast` (the package, and
+/// the size floor in `bench/size-floor`): builds `manifest`'s cdylib `crate_name.wasm`, runs
+/// wasm-bindgen into `out_dir` as `out_name.js` + `out_name_bg.wasm`, then wasm-opt and
+/// short names. Returns the paths of the glue and the wasm.
+pub fn build_wasm(
+    root: &Path,
+    target_dir: &Path,
+    manifest: &Path,
+    crate_name: &str,
+    out_dir: &Path,
+    out_name: &str,
+) -> Result<(PathBuf, PathBuf), String> {
+    // 1. The wasm, small over fast (see [profile.wasm-release]). The standard library is
+    //    rebuilt for size with panics that trap at once: that drops std's panic and
+    //    formatting machinery, 9.6 KB of the 72.8 KB gzip wasm (measured 2026-12-06). The
+    //    wrapper recovers a trapped client without a panic message (see `take_trap`).
+    //    These are unstable flags; RUSTC_BOOTSTRAP scopes them to this one build, on the
+    //    stable toolchain, with the `rust-src` component that install.rs adds.
+    run_cmd(
+        "cargo build (wasm32, wasm-release, std rebuilt for size)",
+        Command::new("cargo")
+            .arg("build")
+            .arg("--manifest-path")
+            .arg(manifest)
+            .args(["-p", crate_name])
+            .args([
+                "--lib",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--profile",
+                "wasm-release",
+                "-Zbuild-std=std,panic_abort",
+                "-Zbuild-std-features=optimize_for_size",
+                // Appended to the target's rustflags in .cargo/config.toml (arrays merge).
+                "--config",
+                SIZE_RUSTFLAGS,
+            ])
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("CARGO_TARGET_DIR", target_dir)
+            .current_dir(root),
+    )?;
+    let wasm = target_dir.join(format!(
+        "wasm32-unknown-unknown/wasm-release/{crate_name}.wasm"
+    ));
+
+    // 2. JS glue for the web target: ESM with an explicit init (no bundler-specific imports).
+    let _ = fs::remove_dir_all(out_dir);
+    run_cmd(
+        "wasm-bindgen",
+        Command::new("wasm-bindgen")
+            .args(["--target", "web", "--out-name", out_name, "--out-dir"])
+            .arg(out_dir)
+            .arg(&wasm),
+    )?;
+
+    // 3. wasm-opt from the npm binaryen (Debian's v108 breaks the externref table init).
+    let bg = out_dir.join(format!("{out_name}_bg.wasm"));
+    run_cmd(
+        "wasm-opt -Oz",
+        Command::new(root.join("node_modules/.bin/wasm-opt"))
+            // --converge repeats -Oz while it still shrinks: 0.2 KB gzip for a few seconds.
+            .args(["-Oz", "--converge"])
+            .args([
+                "--enable-bulk-memory",
+                "--enable-mutable-globals",
+                "--enable-nontrapping-float-to-int",
+                "--enable-sign-ext",
+                "--enable-reference-types",
+                "--enable-multivalue",
+                "--strip-debug",
+                "--strip-producers",
+            ])
+            .arg(&bg)
+            .arg("-o")
+            .arg(&bg),
+    )?;
+
+    // 3b. Short import/export names: wasm-bindgen's hashed names (`__wbg_call_a410eb4b…`)
+    // appear twice (glue and wasm) and do not compress.
+    let glue = out_dir.join(format!("{out_name}.js"));
+    shorten_names(&glue, &bg, &format!("./{out_name}_bg.js"))?;
+    Ok((glue, bg))
+}
+
+/// `cargo xtask size-floor`: the engine alone (bench/size-floor), built like the package.
+/// Prints its wasm and glue sizes: the least any download that runs this engine can be.
+/// Returns the directory holding `floor_bg.wasm` and the minified glue `floor.min.js`.
+pub fn size_floor(root: &Path, target_dir: &Path) -> Result<PathBuf, String> {
+    let out_dir = target_dir.join("size-floor");
+    let (glue, bg) = build_wasm(
+        root,
+        target_dir,
+        &root.join("bench/size-floor/Cargo.toml"),
+        "holdfast_size_floor",
+        &out_dir,
+        "floor",
+    )?;
+    // Minified, as the package's bundle carries it.
+    let min_glue = out_dir.join("floor.min.js");
+    run_cmd(
+        "esbuild --minify (glue)",
+        Command::new(root.join("node_modules/.bin/esbuild"))
+            .arg(&glue)
+            .args(["--minify", "--format=esm", "--log-level=warning"])
+            .arg(format!("--outfile={}", min_glue.display())),
+    )?;
+    let wasm = sizes(&[bg])?;
+    let glue = sizes(&[min_glue])?;
+    println!(
+        "engine alone (bench/size-floor; no web layer, no wrapper):\n  \
+         wasm {} B raw, {} B gzip, {} B brotli\n  \
+         glue (minified) {} B raw, {} B gzip, {} B brotli\n  \
+         together {} B gzip, {} B brotli",
+        wasm.raw,
+        wasm.gzip,
+        wasm.brotli,
+        glue.raw,
+        glue.gzip,
+        glue.brotli,
+        wasm.gzip + glue.gzip,
+        wasm.brotli + glue.brotli
+    );
+    Ok(out_dir)
+}
+
 /// Sums the sizes of `files`, each compressed on its own (as a browser downloads them).
 fn sizes(files: &[PathBuf]) -> Result<Sizes, String> {
     const SCRIPT: &str = "const fs=require('fs'),z=require('zlib');let r=0,g=0,b=0;\
@@ -214,13 +276,13 @@ fn sizes(files: &[PathBuf]) -> Result<Sizes, String> {
 
 /// Renames the wasm's imports from the glue module and the exports the glue reaches as
 /// `wasm.NAME` to one- or two-letter names, in the `.wasm` and in the glue alike.
-fn shorten_names(glue: &Path, wasm: &Path) -> Result<(), String> {
+fn shorten_names(glue: &Path, wasm: &Path, glue_module: &str) -> Result<(), String> {
     let js = fs::read_to_string(glue).map_err(|e| format!("reading {glue:?}: {e}"))?;
     let bin = fs::read(wasm).map_err(|e| format!("reading {wasm:?}: {e}"))?;
     let mut imports = Vec::new();
     let mut exports = Vec::new();
     walk_names(&bin, &mut |section, module, name| {
-        if section == 2 && module == Some("./holdfast_wasm_bg.js") {
+        if section == 2 && module == Some(glue_module) {
             imports.push(name.to_string());
         } else if section == 7 && only_as_wasm_property(&js, name) {
             exports.push(name.to_string());
@@ -238,7 +300,7 @@ fn shorten_names(glue: &Path, wasm: &Path) -> Result<(), String> {
         .map(|(i, n)| (n.clone(), short_name(i)))
         .collect();
     let new_bin = walk_names(&bin, &mut |section, module, name| match section {
-        2 if module == Some("./holdfast_wasm_bg.js") => imap.get(name).cloned(),
+        2 if module == Some(glue_module) => imap.get(name).cloned(),
         7 => emap.get(name).cloned(),
         _ => None,
     })?;
