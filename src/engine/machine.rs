@@ -19,7 +19,7 @@ use super::error::{ErrorCode, FrameError, HoldfastError, HttpFailure};
 use super::options::{Interop, Options};
 use super::types::*;
 use super::url::Endpoints;
-use super::util::{cat, secs, u64_to_string, Rng};
+use super::util::{cat, join, secs, u64_to_string, Rng};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Role {
@@ -1449,7 +1449,7 @@ impl<D: Clone> Engine<D> {
                     "using ",
                     t.as_str(),
                     " because ",
-                    &failed.join(", "),
+                    &join(&failed, ", "),
                     " failed",
                 ]),
             );

@@ -103,7 +103,7 @@ fn remove_dot_segments(path: &str) -> String {
             s => out.push(s),
         }
     }
-    let mut joined = out.join("/");
+    let mut joined = super::util::join(&out, "/");
     if !joined.starts_with('/') {
         joined.insert(0, '/');
     }

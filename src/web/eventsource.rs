@@ -42,7 +42,7 @@ impl EsConn {
         // The server's `event: error` frames are MessageEvents; connection errors are not.
         me.on("error", move |e| match e.dyn_into::<MessageEvent>() {
             Ok(m) => {
-                for input in d.sse_inputs(conn, std::iter::once(to_sse(&m, "error"))) {
+                for input in d.sse_inputs(conn, vec![to_sse(&m, "error")]) {
                     s(input)
                 }
             }
@@ -63,7 +63,7 @@ impl EsConn {
             me.on(&name, move |e| {
                 if let Ok(m) = e.dyn_into::<MessageEvent>() {
                     s(Input::Activity { conn, bytes: 1 });
-                    for input in d.sse_inputs(conn, std::iter::once(to_sse(&m, &n))) {
+                    for input in d.sse_inputs(conn, vec![to_sse(&m, &n)]) {
                         s(input)
                     }
                 }

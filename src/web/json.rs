@@ -122,12 +122,7 @@ impl Decoder {
 
     /// Decoded SSE events as inputs, in order: runs of good events as one
     /// [`Input::Items`], an undecodable event as [`Input::BadFrame`] (never dropped silently).
-    pub fn sse_inputs(
-        &self,
-        conn: ConnId,
-        events: impl Iterator<Item = SseEvent>,
-    ) -> Vec<Input<JsValue>> {
-        let events: Vec<SseEvent> = events.collect();
+    pub fn sse_inputs(&self, conn: ConnId, events: Vec<SseEvent>) -> Vec<Input<JsValue>> {
         let texts = data_as_js(&events);
         let mut out = Vec::new();
         let mut items = Vec::new();

@@ -84,7 +84,7 @@ impl SseConn {
                     bytes: bytes.len(),
                 });
                 let fed = parser.feed(&bytes, &mut events);
-                for input in dec.sse_inputs(conn, events.drain(..)) {
+                for input in dec.sse_inputs(conn, std::mem::take(&mut events)) {
                     if !alive.get() {
                         return;
                     }
