@@ -2,7 +2,8 @@
 //! names the client whose call never returned, with the panic's message when the build
 //! keeps std's panic machinery (this test build does; the package traps without one). The
 //! JS wrapper turns that into a typed `internal` error and restarts the client from its
-//! cursor, and the module keeps working for new clients after the trap.
+//! cursor, and the module keeps working for new clients after the trap. The trapped
+//! client's sockets, timers and listeners are released when the trap is taken.
 //!
 //! Run like `browser_adapters` (see there), with `--test browser_panic`.
 #![cfg(target_arch = "wasm32")]
@@ -10,7 +11,7 @@
 mod browser_common;
 
 use browser_common::*;
-use holdfast::bindings::{panic_for_test, take_trap, WasmClient};
+use holdfast::bindings::{live_adapters_js, panic_for_test, take_trap, WasmClient};
 use js_sys::{Array, Function, Object, Reflect};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -104,4 +105,51 @@ async fn a_panic_is_reported_with_its_client_and_the_module_keeps_working() {
         take_trap().is_undefined(),
         "calls that returned leave no trap behind"
     );
+}
+
+async fn wait_open(c: &WasmClient) {
+    for _ in 0..500 {
+        let status = Reflect::get(&c.snapshot(), &"status".into()).unwrap();
+        if status.as_string().as_deref() == Some("open") {
+            return;
+        }
+        sleep(20).await;
+    }
+    panic!("the client did not open");
+}
+
+#[wasm_bindgen_test]
+async fn a_client_that_trapped_leaves_no_socket_timer_or_listener_behind() {
+    let before = live_adapters_js();
+    let topic = fresh_topic("trap-release");
+    let (c, _emit) = client(&topic, Rc::default());
+    let c = Rc::new(c);
+    c.start();
+    wait_open(&c).await;
+    let held = live_adapters_js();
+    assert!(
+        held > before,
+        "an open client holds a socket, a timer and page listeners"
+    );
+
+    // A panic inside one of the client's own calls: its state stays borrowed by the dead
+    // call, so neither its callbacks nor close() can reach the socket any more.
+    let inside = c.clone();
+    let trigger = Closure::<dyn Fn()>::new(move || inside.panic_in_call_for_test());
+    let caller = Function::new_with_args(
+        "f",
+        "try { f(); return 'returned' } catch (e) { return e.constructor.name }",
+    );
+    let outcome = caller.call1(&JsValue::NULL, trigger.as_ref()).unwrap();
+    assert_eq!(outcome.as_string().as_deref(), Some("RuntimeError"));
+    assert_eq!(live_adapters_js(), held, "the trap itself released nothing");
+
+    let trap: Array = take_trap().unchecked_into();
+    assert_eq!(trap.get(0).as_f64(), Some(42.0), "it names the client");
+    assert_eq!(
+        live_adapters_js(),
+        before,
+        "taking the trap released the client's socket, timer and listeners"
+    );
+    assert!(take_trap().is_undefined(), "a trap is reported once");
 }

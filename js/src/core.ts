@@ -24,7 +24,8 @@ export interface WasmClientLike {
 }
 export interface WasmApi {
   WasmClient: new (id: number, options: object, emit: (batch: unknown[][], ids?: string) => void) => WasmClientLike;
-  /** After a wasm call threw: `[clientId, message]` once if that client's call trapped. */
+  /** After a wasm call threw: `[clientId, message]` once if that client's call trapped;
+   * that client's sockets, timers and listeners are released first. */
   takeTrap(): [number, string] | undefined;
 }
 
@@ -194,7 +195,15 @@ const live = new Map<number, (message: string) => void>();
 /** After an exception that may have come out of the wasm module: when a client's call
  * trapped (a panic, a stack overflow), report it and restart that client on the next task. */
 function checkTrap(a: WasmApi | undefined) {
-  const t = a && a.takeTrap();
+  if (!a) return;
+  let t: [number, string] | undefined;
+  try {
+    t = a.takeTrap();
+  } catch {
+    // Releasing the trapped client's sockets and timers trapped as well; the module has
+    // forgotten them, and a second call still names the client.
+    t = a.takeTrap();
+  }
   if (!t) return;
   console.error(`holdfast: internal error (a bug; please report it): ${t[1]}`);
   const f = live.get(t[0]);

@@ -33,13 +33,19 @@ before(async () => {
 /** A scripted stand-in for the wasm module: records calls, lets the test emit batches. */
 function fakeWasm() {
   // `trap(client, message)` plays a trapped call: the module then reports it once.
-  const w = { clients: [], trapped: undefined };
+  // `releaseTraps` plays a trap while the module releases the trapped client's adapters:
+  // that many takeTrap() calls throw before one answers.
+  const w = { clients: [], trapped: undefined, releaseTraps: 0 };
   w.trap = (client, message) => {
     w.trapped = [client.id, message];
     return new WebAssembly.RuntimeError('unreachable');
   };
   w.api = {
     takeTrap() {
+      if (w.trapped && w.releaseTraps > 0) {
+        w.releaseTraps--;
+        throw new WebAssembly.RuntimeError('unreachable');
+      }
       const t = w.trapped;
       w.trapped = undefined;
       return t;
@@ -319,6 +325,21 @@ test('a trap in a call from the wrapper is reported as a typed error and the cli
   assert.equal(w.clients[1].options.since, '7', 'it resumes from the last cursor');
   c.send('after').catch(() => {});
   assert.deepEqual(w.clients[1].calls.at(-1).slice(2), ['after'], 'the new engine takes the sends');
+});
+
+test('a trap while the module releases a trapped client still restarts that client', async () => {
+  const w = fakeWasm();
+  const c = core.createClientWith(() => w.api, { url: '/r' });
+  w.clients[0].emit([open('5')]);
+  const errors = [];
+  c.on('error', (e) => errors.push(e));
+  w.releaseTraps = 1;
+  await assert.rejects(c.send('trap'), (e) => e.code === 'internal');
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(w.releaseTraps, 0, 'the first takeTrap() trapped');
+  assert.equal(errors.length, 1);
+  assert.equal(w.clients.length, 2, 'a fresh engine was created');
+  assert.equal(w.clients[1].options.since, '5');
 });
 
 test('a trap inside a browser callback (an uncaught error on the page) restarts the client it happened in', async () => {

@@ -13,7 +13,7 @@
 //! batch's last message id).
 
 use crate::engine::{ErrorCode, HoldfastError, Options, Transport};
-use crate::web::runtime::{error_js, live_adapters, Runtime, WebOptions, CURRENT};
+use crate::web::runtime::{error_js, live_adapters, take_trapped, Runtime, WebOptions};
 use js_sys::{Array, Function, Reflect};
 use std::cell::RefCell;
 use wasm_bindgen::prelude::*;
@@ -74,6 +74,14 @@ impl WasmClient {
     pub fn diagnostics(&self) -> JsValue {
         self.rt.diagnostics().unwrap_or(JsValue::NULL)
     }
+
+    /// Panics inside one of this client's calls (tests of the trap path only; not in
+    /// release builds).
+    #[cfg(debug_assertions)]
+    #[wasm_bindgen(js_name = __panicInCallForTest)]
+    pub fn panic_in_call_for_test(&self) {
+        self.rt.panic_in_call_for_test()
+    }
 }
 
 /// Sockets, requests, timers and listener sets alive across all clients (0 when every
@@ -111,11 +119,12 @@ fn install_panic_hook() {
 /// After a wasm call threw (to the wrapper, or uncaught to the page), says whether it was a
 /// client's call that never returned: `[clientId, message]`, once, or `undefined`. The
 /// wrapper then reports a typed `internal` error and restarts that client from its cursor
-/// (the broken instance is abandoned). Works whatever trapped: a panic with or without
-/// std's panic machinery, a stack overflow, a JS exception unwinding through the module.
+/// (the broken instance is abandoned; its sockets, requests, timers and listeners are
+/// released here). Works whatever trapped: a panic with or without std's panic machinery,
+/// a stack overflow, a JS exception unwinding through the module.
 #[wasm_bindgen(js_name = takeTrap)]
 pub fn take_trap() -> JsValue {
-    let id = CURRENT.with(|c| c.replace(0));
+    let id = take_trapped();
     let message = PANIC_MESSAGE.with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.take()));
     if id == 0 {
         return JsValue::UNDEFINED;
@@ -129,7 +138,7 @@ pub fn take_trap() -> JsValue {
 #[cfg(debug_assertions)]
 #[wasm_bindgen(js_name = __panicForTest)]
 pub fn panic_for_test(id: u32) {
-    CURRENT.with(|c| c.set(id));
+    crate::web::runtime::CURRENT.with(|c| c.set(id));
     panic!("deliberate test panic");
 }
 

@@ -35,6 +35,26 @@ thread_local! {
     /// back in JS means that client's call never returned: it trapped (a panic, a stack
     /// overflow) or a JS exception unwound through it, and its state is unusable.
     pub(crate) static CURRENT: Cell<u32> = const { Cell::new(0) };
+    /// The state of the `CURRENT` client, so that a trapped client's adapters can still be
+    /// released (see [`take_trapped`]). Null between calls.
+    static CURRENT_INNER: Cell<*const RefCell<Inner>> = const { Cell::new(std::ptr::null()) };
+}
+
+/// After a wasm call threw: the client whose call never returned (0 if none), once. That
+/// client's sockets, requests, timers and page listeners are released first, as `close()`
+/// would: its state stays borrowed by the dead call, so nothing else could ever reach them.
+/// If releasing them traps too, a second call still names the client.
+pub(crate) fn take_trapped() -> u32 {
+    let inner = CURRENT_INNER.with(|c| c.replace(std::ptr::null()));
+    if !inner.is_null() {
+        // SAFETY: `run` stored this pointer from an `Rc` it was using, and `Runtime::drop`
+        // clears it before that `Rc` can be the last one to go, so the `RefCell` is alive.
+        // The `RefMut` that holds its borrow belonged to the call that trapped: that call's
+        // frames are gone (a trap unwinds the whole wasm stack to JS, and JS is calling this
+        // from a fresh one), so no reference into the state exists while we use it.
+        unsafe { (*(*inner).as_ptr()).teardown() };
+    }
+    CURRENT.with(|c| c.replace(0))
 }
 
 /// How many adapters (sockets, requests, armed timers, page-listener sets) exist across all
@@ -202,6 +222,15 @@ impl Runtime {
             .map(|me| snapshot_js(me.engine.snapshot()))
     }
 
+    /// Panics inside this client's call, the way an internal error would (tests of the trap
+    /// path only; not in release builds).
+    #[cfg(debug_assertions)]
+    pub fn panic_in_call_for_test(&self) {
+        run(&self.inner, |_, _| {
+            panic!("deliberate test panic in a client")
+        });
+    }
+
     pub fn diagnostics(&self) -> Option<JsValue> {
         self.inner
             .try_borrow()
@@ -214,6 +243,10 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         if let Ok(mut me) = self.inner.try_borrow_mut() {
             me.teardown();
+        } else if CURRENT_INNER.with(|c| c.get()) == Rc::as_ptr(&self.inner) {
+            // Freed after a trap that nobody took: this state may be about to go away, so
+            // `take_trapped` must not reach it (its adapters stay, as before this fix).
+            CURRENT_INNER.with(|c| c.set(std::ptr::null()));
         }
     }
 }
@@ -251,6 +284,7 @@ fn run<R>(rc: &Rc<RefCell<Inner>>, f: impl FnOnce(&mut Inner, u64) -> R) -> Opti
     let (r, batch, ids, emit) = {
         let mut me = rc.try_borrow_mut().ok()?;
         CURRENT.with(|c| c.set(me.id));
+        CURRENT_INNER.with(|c| c.set(Rc::as_ptr(rc)));
         let t = now();
         let r = f(&mut me, t);
         me.drain(t);
@@ -258,6 +292,7 @@ fn run<R>(rc: &Rc<RefCell<Inner>>, f: impl FnOnce(&mut Inner, u64) -> R) -> Opti
         (r, batch, ids, me.emit.clone())
     };
     CURRENT.with(|c| c.set(0));
+    CURRENT_INNER.with(|c| c.set(std::ptr::null()));
     if let (Some(batch), Some(emit)) = (batch, emit) {
         let _ = emit.call2(&JsValue::NULL, &batch, &ids);
     }
