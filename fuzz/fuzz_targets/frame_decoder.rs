@@ -52,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
         last_event_id: String::new(),
         event: name.into(),
         data: body.into(),
+        too_large: None,
     };
     let _ = decode_sse_event::<J>(&ev, &Interop::default());
 });

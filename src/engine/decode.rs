@@ -9,7 +9,7 @@
 
 use super::error::FrameError;
 use super::options::Interop;
-use super::sse::SseEvent;
+use super::sse::{SseError, SseEvent};
 use super::types::Item;
 use super::util::u64_to_string;
 
@@ -207,6 +207,14 @@ pub fn decode_sse_event_parsed<V: JsonValue>(
     parsed: Option<V>,
     interop: &Interop,
 ) -> Result<Item<V>, FrameError> {
+    // Skipped by the parser: reported in its place, and its id still moves the cursor.
+    if let Some(SseError::EventTooLarge { size, limit }) = ev.too_large {
+        return Ok(Item::TooLarge {
+            id: ev.id.clone(),
+            size,
+            limit,
+        });
+    }
     let name = ev.event.as_str();
     let is_control = name == HELLO
         || name == RESET
@@ -442,6 +450,7 @@ pub(crate) mod tests {
             last_event_id: String::new(),
             event: name.into(),
             data: data.into(),
+            too_large: None,
         };
         assert_eq!(
             decode_sse_event::<Value>(&ev(Some("3-1"), "progress", "{\"p\":1}"), &io()).unwrap(),

@@ -7,9 +7,10 @@
 //! one leading BOM stripped, multi-line data joined with LF, an `id` containing NUL ignored,
 //! `retry` only when all ASCII digits, an event whose data buffer is empty not dispatched,
 //! an incomplete event at the end of the body discarded. An event (its data plus the current
-//! line) larger than the limit is skipped up to its blank line and reported as an error;
-//! the events after it parse as usual (an `id` line inside the skipped block still updates
-//! the last event id). Memory stays bounded by the limit. Never panics.
+//! line) larger than the limit is skipped up to its blank line and dispatched in its place,
+//! in order, as an event marked [`SseEvent::too_large`] with no data and the block's `id`
+//! (an `id` line inside the skipped block counts), so a reader can report it and still move
+//! its cursor past it. Memory stays bounded by the limit. Never panics.
 
 /// One dispatched event.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -23,6 +24,10 @@ pub struct SseEvent {
     pub event: String,
     /// Data lines joined with `\n`.
     pub data: String,
+    /// Set when the event was over the limit: it was skipped, `event` and `data` are empty,
+    /// and only its `id` is kept. `size` is how far it had grown when it was cut (at least
+    /// the limit plus one; it depends on how the body was split).
+    pub too_large: Option<SseError>,
 }
 
 /// Why an event was not delivered. The stream itself goes on.
@@ -56,7 +61,7 @@ pub struct SseParser {
     skipping: bool,
     /// The current line lost bytes while skipping: it is neither blank nor a field.
     line_cut: bool,
-    /// The first oversized event of the current `feed`, reported when it returns.
+    /// Why the event being skipped is skipped, dispatched at its blank line.
     skipped: Option<SseError>,
     comments: u64,
 }
@@ -100,18 +105,9 @@ impl SseParser {
         self.comments
     }
 
-    /// Feeds one chunk; complete events are appended to `out` in order. `Err` says that an
-    /// event in this chunk was over the limit and skipped; `out` still holds every event
-    /// around it, and the parser goes on with the next chunk.
-    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
-        self.feed_inner(chunk, out);
-        match self.skipped.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    fn feed_inner(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
+    /// Feeds one chunk; complete events (and skipped ones, marked
+    /// [`SseEvent::too_large`]) are appended to `out` in order.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
         if !self.bom_done {
             // Decide about the BOM only once 3 bytes (or a mismatch) are known, so a BOM
             // split across chunks is still stripped.
@@ -185,12 +181,10 @@ impl SseParser {
         }
         let size = self.line.len() + self.data.len();
         if size > self.max_event_bytes {
-            if self.skipped.is_none() {
-                self.skipped = Some(SseError::EventTooLarge {
-                    size,
-                    limit: self.max_event_bytes,
-                });
-            }
+            self.skipped = Some(SseError::EventTooLarge {
+                size,
+                limit: self.max_event_bytes,
+            });
             self.skipping = true;
             // The line being read is part of the oversized event: never interpret it.
             self.line_cut = !self.line.is_empty();
@@ -208,10 +202,16 @@ impl SseParser {
                 return;
             }
             if raw.is_empty() {
-                // The end of the skipped event: nothing is dispatched for it.
+                // The end of the skipped event: it is dispatched as skipped, with its id.
                 self.skipping = false;
-                self.id_in_block = None;
                 self.event.clear();
+                out.push(SseEvent {
+                    id: self.id_in_block.take(),
+                    last_event_id: self.last_event_id.clone(),
+                    event: String::new(),
+                    data: String::new(),
+                    too_large: self.skipped.take(),
+                });
                 return;
             }
             if raw.starts_with(b"id:") {
@@ -279,6 +279,7 @@ impl SseParser {
             last_event_id: self.last_event_id.clone(),
             event,
             data,
+            too_large: None,
         });
     }
 }
@@ -290,7 +291,7 @@ mod tests {
     fn parse_all(input: &[u8]) -> Vec<SseEvent> {
         let mut p = SseParser::new(1 << 20);
         let mut out = Vec::new();
-        p.feed(input, &mut out).unwrap();
+        p.feed(input, &mut out);
         out
     }
 
@@ -300,6 +301,7 @@ mod tests {
             last_event_id: last.into(),
             event: event.into(),
             data: data.into(),
+            too_large: None,
         }
     }
 
@@ -329,10 +331,10 @@ mod tests {
     fn a_crlf_split_between_chunks_is_one_line_end() {
         let mut p = SseParser::new(1024);
         let mut out = Vec::new();
-        p.feed(b"data: a\r", &mut out).unwrap();
-        p.feed(b"\n", &mut out).unwrap();
-        p.feed(b"\r", &mut out).unwrap();
-        p.feed(b"\ndata: b\n\n", &mut out).unwrap();
+        p.feed(b"data: a\r", &mut out);
+        p.feed(b"\n", &mut out);
+        p.feed(b"\r", &mut out);
+        p.feed(b"\ndata: b\n\n", &mut out);
         assert_eq!(
             out.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
@@ -345,7 +347,7 @@ mod tests {
         let mut p = SseParser::new(1024);
         let mut out = Vec::new();
         for c in [&b"data: a\r"[..], b"\n", b"\n"] {
-            p.feed(c, &mut out).unwrap();
+            p.feed(c, &mut out);
         }
         assert_eq!(out.len(), 1);
     }
@@ -354,10 +356,10 @@ mod tests {
     fn a_leading_bom_is_stripped_even_when_split_but_only_once() {
         let mut p = SseParser::new(1024);
         let mut out = Vec::new();
-        p.feed(&[0xEF], &mut out).unwrap();
-        p.feed(&[0xBB], &mut out).unwrap();
-        p.feed(&[0xBF], &mut out).unwrap();
-        p.feed(b"data: a\n\n", &mut out).unwrap();
+        p.feed(&[0xEF], &mut out);
+        p.feed(&[0xBB], &mut out);
+        p.feed(&[0xBF], &mut out);
+        p.feed(b"data: a\n\n", &mut out);
         assert_eq!(out[0].data, "a");
         // A second BOM is part of the field name, so the line is an unknown field.
         let out = parse_all(b"\xEF\xBB\xBF\xEF\xBB\xBFdata: a\n\ndata: b\n\n");
@@ -376,11 +378,11 @@ mod tests {
     fn retry_counts_only_when_all_digits() {
         let mut p = SseParser::new(1024);
         let mut out = Vec::new();
-        p.feed(b"retry: 12x\n\n", &mut out).unwrap();
+        p.feed(b"retry: 12x\n\n", &mut out);
         assert_eq!(p.retry(), None);
-        p.feed(b"retry: 3000\n\n", &mut out).unwrap();
+        p.feed(b"retry: 3000\n\n", &mut out);
         assert_eq!(p.retry(), Some(3000));
-        p.feed(b"retry: -5\nretry:\n\n", &mut out).unwrap();
+        p.feed(b"retry: -5\nretry:\n\n", &mut out);
         assert_eq!(p.retry(), Some(3000));
         assert!(out.is_empty());
     }
@@ -406,36 +408,47 @@ mod tests {
         assert!(parse_all(b"data: a").is_empty());
     }
 
+    /// The ids and the skipped marks of `out`, in order.
+    fn ids_and_skips(out: &[SseEvent]) -> Vec<(Option<&str>, bool)> {
+        out.iter()
+            .map(|e| (e.id.as_deref(), e.too_large.is_some()))
+            .collect()
+    }
+
     #[test]
-    fn an_oversized_event_is_skipped_and_reported_and_the_stream_goes_on() {
+    fn an_oversized_event_is_dispatched_in_its_place_as_skipped_with_its_id() {
         let mut p = SseParser::new(16);
         let mut out = Vec::new();
-        let e = p
-            .feed(
-                b"id: 1\ndata: a\n\nid: 2\ndata: 0123456789abcdefghij\n\nid: 3\ndata: c\n\n",
-                &mut out,
-            )
-            .unwrap_err();
-        assert!(matches!(e, SseError::EventTooLarge { limit: 16, .. }));
-        let ids: Vec<_> = out.iter().map(|e| e.id.as_deref()).collect();
-        assert_eq!(ids, [Some("1"), Some("3")]);
-        assert!(
-            p.feed(b"data: d\n\n", &mut out).is_ok(),
+        p.feed(
+            b"id: 1\ndata: a\n\nid: 2\ndata: 0123456789abcdefghij\n\nid: 3\ndata: c\n\n",
+            &mut out,
+        );
+        assert_eq!(
+            ids_and_skips(&out),
+            [(Some("1"), false), (Some("2"), true), (Some("3"), false)]
+        );
+        assert!(matches!(
+            out[1].too_large,
+            Some(SseError::EventTooLarge { limit: 16, size }) if size > 16
+        ));
+        assert_eq!((out[1].event.as_str(), out[1].data.as_str()), ("", ""));
+        p.feed(b"data: d\n\n", &mut out);
+        assert_eq!(
+            out.last().unwrap().data,
+            "d",
             "the next chunk parses cleanly"
         );
-        assert_eq!(out.last().unwrap().data, "d");
     }
 
     #[test]
     fn an_event_over_the_limit_across_many_lines_and_chunks_is_skipped_to_its_blank_line() {
         let mut p = SseParser::new(16);
         let mut out = Vec::new();
-        assert!(p
-            .feed(
-                b"event: big\ndata: 0123\ndata: 4567\ndata: 89ab\ndata: cd",
-                &mut out
-            )
-            .is_err());
+        p.feed(
+            b"event: big\ndata: 0123\ndata: 4567\ndata: 89ab\ndata: cd",
+            &mut out,
+        );
+        assert!(out.is_empty(), "a skipped event is dispatched at its end");
         // The rest of the oversized event, its id, then a good event, split anywhere.
         for chunk in [
             &b"ef0123456789"[..],
@@ -444,14 +457,14 @@ mod tests {
             b"\r\n",
             b"data: ok\n\n",
         ] {
-            assert!(p.feed(chunk, &mut out).is_ok());
+            p.feed(chunk, &mut out);
         }
-        assert_eq!(out.len(), 1);
+        assert_eq!(ids_and_skips(&out), [(Some("7"), true), (None, false)]);
         assert_eq!(
-            out[0].event, "message",
+            out[1].event, "message",
             "the skipped event's type does not leak"
         );
-        assert_eq!(out[0].data, "ok");
+        assert_eq!(out[1].data, "ok");
         assert_eq!(
             p.last_event_id(),
             "7",
@@ -463,16 +476,23 @@ mod tests {
     fn a_single_line_longer_than_the_limit_never_buffers_more_than_the_limit() {
         let mut p = SseParser::new(64);
         let mut out = Vec::new();
-        assert!(p.feed(b"data: ", &mut out).is_ok());
+        p.feed(b"data: ", &mut out);
         let big = vec![b'x'; 10_000];
-        assert!(p.feed(&big, &mut out).is_err());
         for _ in 0..100 {
-            assert!(p.feed(&big, &mut out).is_ok());
+            p.feed(&big, &mut out);
             assert!(p.line.len() <= SKIP_LINE_KEEP && p.data.len() <= 64);
         }
-        assert!(p.feed(b"\n\ndata: after\n\n", &mut out).is_ok());
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].data, "after");
+        p.feed(b"\n\ndata: after\n\n", &mut out);
+        assert_eq!(ids_and_skips(&out), [(None, true), (None, false)]);
+        assert_eq!(out[1].data, "after");
+    }
+
+    #[test]
+    fn an_oversized_event_cut_off_by_the_end_of_the_body_is_not_dispatched() {
+        let mut p = SseParser::new(16);
+        let mut out = Vec::new();
+        p.feed(b"id: 9\ndata: 0123456789abcdefghij\n", &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

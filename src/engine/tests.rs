@@ -1763,3 +1763,42 @@ fn an_oversized_event_in_a_poll_batch_is_reported_and_passed_so_the_next_poll_do
     h.events_on(p2, &["3"]);
     assert_eq!(h.delivered(), ["1", "3"]);
 }
+
+#[test]
+fn an_sse_event_over_the_limit_is_reported_in_its_place_and_the_reconnect_resumes_after_it() {
+    let mut o = opts();
+    o.transports = vec![Transport::Sse];
+    let mut h = H::started(o);
+    let c = h.connect_last();
+    // Bytes through the real parser and decoder: event 2 is over the 32-byte limit.
+    let mut parser = SseParser::new(32);
+    let mut events = Vec::new();
+    parser.feed(
+        b"id: 1\nevent: t\ndata: {}\n\nid: 2\nevent: t\ndata: \"0123456789abcdefghij0123456789\"\n\n",
+        &mut events,
+    );
+    let items = events
+        .iter()
+        .map(|e| decode::decode_sse_event::<serde_json::Value>(e, &Interop::default()).unwrap())
+        .collect();
+    h.items(c, items);
+    assert_eq!(h.delivered(), ["1"]);
+    assert_eq!(h.errors(), [ErrorCode::FrameTooLarge]);
+    assert_eq!(
+        h.e.snapshot().cursor.as_deref(),
+        Some("2"),
+        "the cursor passes it"
+    );
+    h.closed(c, None);
+    let opens = h.opens.len();
+    h.advance(10_000);
+    assert!(h.opens.len() > opens, "it reconnects");
+    let (_, t, url) = h.last_conn();
+    assert_eq!(t, Transport::Sse);
+    assert!(url.contains("since=2"), "{url}");
+    assert_eq!(
+        h.opens.last().unwrap().4.as_deref(),
+        Some("2"),
+        "Last-Event-ID names the skipped event, so the server does not send it again"
+    );
+}

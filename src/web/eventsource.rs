@@ -95,6 +95,8 @@ fn to_sse(m: &MessageEvent, name: &str) -> SseEvent {
         last_event_id: id,
         event: name.to_string(),
         data: m.data().as_string().unwrap_or_default(),
+        // The browser applies no size limit of ours to what it parsed.
+        too_large: None,
     }
 }
 

@@ -3,7 +3,7 @@
 //! share to turn frames into engine inputs.
 
 use crate::engine::decode::{decode_frame, decode_sse_event_parsed, decode_text};
-use crate::engine::{ConnId, FrameError, Input, Interop, Item, JsonValue, SseError, SseEvent};
+use crate::engine::{ConnId, FrameError, Input, Interop, Item, JsonValue, SseEvent};
 use js_sys::{Array, JsString, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -120,8 +120,9 @@ impl Decoder {
         }
     }
 
-    /// Decoded SSE events as inputs, in order: runs of good events as one
-    /// [`Input::Items`], an undecodable event as [`Input::BadFrame`] (never dropped silently).
+    /// Decoded SSE events as inputs, in order: runs of good events (and of events the
+    /// parser skipped as too large, as [`Item::TooLarge`]) as one [`Input::Items`], an
+    /// undecodable event as [`Input::BadFrame`] (never dropped silently).
     pub fn sse_inputs(&self, conn: ConnId, events: Vec<SseEvent>) -> Vec<Input<JsValue>> {
         let texts = data_as_js(&events);
         let mut out = Vec::new();
@@ -148,12 +149,6 @@ impl Decoder {
             out.push(Input::Items { conn, items });
         }
         out
-    }
-
-    pub fn sse_error(&self, e: SseError) -> FrameError {
-        match e {
-            SseError::EventTooLarge { size, limit } => FrameError::TooLarge { size, limit },
-        }
     }
 
     fn input(&self, conn: ConnId, r: Result<Vec<Item<JsValue>>, FrameError>) -> Input<JsValue> {

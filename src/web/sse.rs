@@ -83,21 +83,12 @@ impl SseConn {
                     conn,
                     bytes: bytes.len(),
                 });
-                let fed = parser.feed(&bytes, &mut events);
+                parser.feed(&bytes, &mut events);
                 for input in dec.sse_inputs(conn, std::mem::take(&mut events)) {
                     if !alive.get() {
                         return;
                     }
                     sink(input);
-                }
-                // An oversized event was skipped by the parser; the stream goes on.
-                if let Err(e) = fed {
-                    if alive.get() {
-                        sink(Input::BadFrame {
-                            conn,
-                            error: dec.sse_error(e),
-                        });
-                    }
                 }
                 if !alive.get() {
                     return;

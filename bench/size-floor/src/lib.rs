@@ -191,7 +191,7 @@ impl Floor {
             },
             9 => {
                 let mut evs = Vec::new();
-                let _ = self.sse.feed(text.as_bytes(), &mut evs);
+                self.sse.feed(text.as_bytes(), &mut evs);
                 let mut items = Vec::new();
                 for e in evs {
                     if let Ok(i) = decode::decode_sse_event::<JsValue>(&e, self.engine.interop()) {
