@@ -7,13 +7,20 @@
 //! - `web` (wasm32 only): turns browser callbacks into engine inputs and executes the
 //!   engine's commands. It makes no decisions.
 //! - `bindings` (wasm32 only): the `#[wasm_bindgen]` surface used by the JS wrapper.
+//! - `js_value` (wasm32 only): JS values as the engine's JSON.
+//!
+//! The `browser` feature (on by default) builds `web` and `bindings`; without it the crate
+//! is the engine alone, as `bench/size-floor` measures it.
 
 pub mod engine;
 
 #[cfg(target_arch = "wasm32")]
+pub mod js_value;
+
+#[cfg(all(target_arch = "wasm32", feature = "browser"))]
 pub mod web;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "browser"))]
 pub mod bindings;
 
 /// Talc instead of std's dlmalloc: the same job in 2 KB less of the gzip download

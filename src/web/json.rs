@@ -1,10 +1,9 @@
-//! JSON as JavaScript values: the engine's [`JsonValue`] for `JsValue` (`JSON.parse` and
-//! `Reflect.get`, so payloads are never copied into Rust), and the [`Decoder`] the adapters
-//! share to turn frames into engine inputs.
+//! The [`Decoder`] the adapters share to turn frames into engine inputs, with payloads as
+//! JavaScript values (the engine's [`JsonValue`] for `JsValue` is in `crate::js_value`).
 
 use crate::engine::decode::{decode_frame, decode_sse_event_parsed, decode_text};
 use crate::engine::{ConnId, FrameError, Input, Interop, Item, JsonValue, SseEvent};
-use js_sys::{Array, JsString, Reflect};
+use js_sys::{Array, JsString};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
@@ -13,38 +12,6 @@ extern "C" {
     // JSON.parse on a JS string, without copying it through wasm memory.
     #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
     fn parse_js(text: &JsString) -> Result<JsValue, JsValue>;
-}
-
-impl JsonValue for JsValue {
-    fn parse_json(text: &str) -> Option<Self> {
-        js_sys::JSON::parse(text).ok()
-    }
-    fn from_string(s: &str) -> Self {
-        JsValue::from_str(s)
-    }
-    fn get(&self, key: &str) -> Option<Self> {
-        if !self.is_object() {
-            return None;
-        }
-        Reflect::get(self, &super::js_str(key))
-            .ok()
-            .filter(|v| !v.is_undefined())
-    }
-    fn as_string(&self) -> Option<String> {
-        JsValue::as_string(self)
-    }
-    fn as_f64(&self) -> Option<f64> {
-        JsValue::as_f64(self)
-    }
-    fn is_object(&self) -> bool {
-        JsValue::is_object(self) && !Array::is_array(self)
-    }
-    fn as_array(&self) -> Option<Vec<Self>> {
-        self.dyn_ref::<Array>().map(|a| a.iter().collect())
-    }
-    fn is_null(&self) -> bool {
-        JsValue::is_null(self)
-    }
 }
 
 /// Frame decoding settings shared by every adapter of one client.
@@ -66,28 +33,36 @@ impl Decoder {
         if len <= 32 {
             return self.text(conn, &String::from(text));
         }
+        let parsed = parse_js(text).ok();
         if len > self.max_bytes {
-            return self.too_large(conn, len);
+            return self.over_limit(conn, parsed, len);
         }
-        let decoded = match parse_js(text) {
-            Ok(v) => decode_frame(&v, &self.interop),
-            Err(_) => Err(FrameError::InvalidJson),
+        let decoded = match parsed {
+            Some(v) => decode_frame(&v, &self.interop),
+            None => Err(FrameError::InvalidJson),
         };
         self.input(conn, decoded)
     }
 
-    /// A poll body. A batch may be larger than one frame may be, so the limit holds per
-    /// event there: within the limit it decodes like a frame; over it, every event whose
-    /// data is over the limit becomes [`Item::TooLarge`] (reported and passed by the
-    /// engine) and the rest are delivered. Measuring happens only on that rare path.
+    /// A poll body: within the limit it decodes like a frame; over it, see
+    /// [`Decoder::over_limit`] (a batch may well be larger than one event may be).
     pub fn poll_body(&self, conn: ConnId, text: &str) -> Input<JsValue> {
         if text.len() <= self.max_bytes {
             return self.text(conn, text);
         }
-        let decoded = match JsValue::parse_json(text) {
-            Some(v) => decode_frame(&v, &self.interop),
-            None => Err(FrameError::InvalidJson),
+        self.over_limit(conn, JsValue::parse_json(text), text.len())
+    }
+
+    /// A frame or body over the limit is still decoded, and the limit then holds per event:
+    /// an event whose data is over it becomes [`Item::TooLarge`] with its id (reported, and
+    /// the cursor moves past it, so a reconnect does not fetch it again) and the rest are
+    /// delivered. Measuring happens only on this rare path. Text that is not JSON is one
+    /// `TooLarge` error.
+    fn over_limit(&self, conn: ConnId, parsed: Option<JsValue>, size: usize) -> Input<JsValue> {
+        let Some(v) = parsed else {
+            return self.too_large(conn, size);
         };
+        let decoded = decode_frame(&v, &self.interop);
         self.input(
             conn,
             decoded.map(|items| items.into_iter().map(|i| self.limit(i)).collect()),

@@ -5,7 +5,7 @@
 //! request behind.
 //!
 //! Payloads stay JavaScript values (`JsValue`) from `JSON.parse` to the app's listener: the
-//! engine only reads the few fields it needs through [`json`].
+//! engine only reads the few fields it needs through [`crate::js_value`].
 
 pub mod env;
 pub mod eventsource;
@@ -20,40 +20,13 @@ pub mod upstream;
 pub mod ws;
 
 use crate::engine::Input;
+pub use crate::js_value::js_str;
 use wasm_bindgen::JsValue;
 
 /// Where an adapter reports what happened. It never holds the runtime alive (it holds a
 /// weak reference), and it is only called from browser callbacks or promise continuations,
 /// never while the runtime is handling another input.
 pub type Sink = std::rc::Rc<dyn Fn(Input<JsValue>)>;
-
-thread_local! {
-    static STRINGS: std::cell::RefCell<Vec<(String, JsValue)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// At most this many strings are kept by [`js_str`]; more are created each time.
-const STRINGS_MAX: usize = 32;
-
-/// The JS string for `s`, kept for the next call: for the few strings used per event or per
-/// batch (the interop field names read from every event, the batch entry tags). Creating a
-/// JS string from wasm memory costs a `TextDecoder` call (~1 µs) whatever its length; three
-/// field names per event made that the largest cost of decoding a poll batch.
-pub fn js_str(s: &str) -> JsValue {
-    STRINGS.with(|cache| {
-        let Ok(mut cache) = cache.try_borrow_mut() else {
-            return JsValue::from_str(s);
-        };
-        if let Some((_, v)) = cache.iter().find(|(k, _)| k == s) {
-            return v.clone();
-        }
-        let v = JsValue::from_str(s);
-        if cache.len() < STRINGS_MAX {
-            cache.push((String::from(s), v.clone()));
-        }
-        v
-    })
-}
 
 /// `Date.now()`, the engine's clock.
 pub fn now() -> u64 {

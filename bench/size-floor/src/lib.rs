@@ -1,55 +1,17 @@
 //! The size floor: Holdfast's engine alone in wasm.
 //!
-//! Contract: this compiles `src/engine` as it is (the same source file, mounted by path) with
-//! the narrowest bridge that keeps every part of it reachable: every [`Input`] variant is
-//! fed from JS, every [`Output`] goes to one imported function, frames are decoded by the
-//! engine's own decoders and SSE parser, and the snapshot and diagnostics are read out.
-//! Nothing here is used by the package; `cargo xtask size-floor` measures it, so the size
-//! of the engine itself can be told apart from the web layer, bindings and wrapper.
-//! A lower bound: a real client also needs sockets, fetch, timers and the JS API.
+//! Contract: this builds the `holdfast` crate without its `browser` feature (the engine and
+//! `JsonValue` for `JsValue`, no web layer, no bindings) behind the narrowest bridge that
+//! keeps every part of the engine reachable: every [`Input`] variant is fed from JS, every
+//! [`Output`] goes to one imported function, frames are decoded by the engine's own
+//! decoders and SSE parser, and the snapshot and diagnostics are read out. Nothing here is
+//! used by the package; `cargo xtask size-floor` measures it, so the size of the engine
+//! itself can be told apart from the web layer, bindings and wrapper. A lower bound: a real
+//! client also needs sockets, fetch, timers and the JS API.
 
-#[path = "../../../src/engine/mod.rs"]
-pub mod engine;
-use engine::*;
-use js_sys::{Array, Reflect};
+use holdfast::engine::*;
+use js_sys::Array;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
-
-#[global_allocator]
-static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
-
-// The same `JsonValue` as `src/web/json.rs`: payloads stay JS values.
-impl JsonValue for JsValue {
-    fn parse_json(text: &str) -> Option<Self> {
-        js_sys::JSON::parse(text).ok()
-    }
-    fn from_string(s: &str) -> Self {
-        JsValue::from_str(s)
-    }
-    fn get(&self, key: &str) -> Option<Self> {
-        if !self.is_object() {
-            return None;
-        }
-        Reflect::get(self, &JsValue::from_str(key))
-            .ok()
-            .filter(|v| !v.is_undefined())
-    }
-    fn as_string(&self) -> Option<String> {
-        JsValue::as_string(self)
-    }
-    fn as_f64(&self) -> Option<f64> {
-        JsValue::as_f64(self)
-    }
-    fn is_object(&self) -> bool {
-        JsValue::is_object(self) && !Array::is_array(self)
-    }
-    fn as_array(&self) -> Option<Vec<Self>> {
-        self.dyn_ref::<Array>().map(|a| a.iter().collect())
-    }
-    fn is_null(&self) -> bool {
-        JsValue::is_null(self)
-    }
-}
 
 #[wasm_bindgen]
 extern "C" {
