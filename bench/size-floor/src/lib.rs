@@ -8,6 +8,7 @@
 //! used by the package; `cargo xtask size-floor` measures it, so the size of the engine
 //! itself can be told apart from the web layer, bindings and wrapper. A lower bound: a real
 //! client also needs sockets, fetch, timers and the JS API.
+#![cfg(target_arch = "wasm32")]
 
 use holdfast::engine::*;
 use js_sys::Array;
