@@ -28,7 +28,7 @@ use crate::redis_store::{RedisStore, StoreError};
 /// How far a cursor was behind, and where delivery goes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reset {
-    /// `history_trimmed`, `server_restarted` or `unknown_cursor`.
+    /// `history_trimmed`, `history_lost`, `server_restarted` or `unknown_cursor`.
     pub reason: &'static str,
     /// The oldest retained event, delivered next (none: only new events follow).
     pub oldest: Option<EventId>,
@@ -283,7 +283,13 @@ impl Hub {
         {
             let mut ring = topic.ring.lock().unwrap();
             self.prune(&mut ring);
-            if ring.ready && (cursor >= ring.floor || authoritative) {
+            // With Redis the ring is a cache of the stream's tail: it serves a cursor only
+            // if it knows that id (one it holds, or where it starts). Any other cursor is
+            // checked against the stream itself, which can tell one it never gave out.
+            let known = || {
+                cursor == ring.floor || ring.events.binary_search_by(|e| e.id.cmp(&cursor)).is_ok()
+            };
+            if ring.ready && (authoritative || known()) {
                 return Ok(self.read_ring(&ring, cursor, max, authoritative));
             }
         }
@@ -296,14 +302,15 @@ impl Hub {
             cursor,
             ..Batch::default()
         };
-        if info.lost_after(cursor) {
+        if let Some(reason) = info.reset_reason(cursor) {
+            let only_new = reason == "unknown_cursor";
             batch.reset = Some(Reset {
-                reason: "history_trimmed",
-                oldest: info.first,
+                reason,
+                oldest: if only_new { None } else { info.first },
             });
             batch.cursor = match info.first {
-                Some(first) => before(first),
-                None => info.last,
+                Some(first) if !only_new => before(first),
+                _ => info.last,
             };
         }
         let events = store.range_after(&topic.name, batch.cursor, max).await?;

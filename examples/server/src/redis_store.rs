@@ -3,13 +3,14 @@
 //! One stream per topic (`<prefix>:stream:<topic>`), entries `t` (type) and `d` (data JSON),
 //! the stream id is the event id. `XADD ... MAXLEN ~ N` bounds each stream by count;
 //! `XTRIM ... MINID ~` bounds it by age. Whether a cursor fell into the trimmed range is
-//! decided with `max-deleted-entry-id` from `XINFO STREAM` (Redis 7.0+): a cursor below it
-//! has lost events and gets a `reset`. Idempotency keys of upstream sends are `SET NX EX`
+//! decided with `max-deleted-entry-id` and `entries-added` from `XINFO STREAM` (Redis
+//! 7.0+): a cursor below it has lost events and gets a `reset`, and so does a cursor the
+//! stream cannot have given out (its data was lost and the stream created anew). Idempotency keys of upstream sends are `SET NX EX`
 //! keys, so a repeat is recognised by whichever process receives it.
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Client, Value};
 
@@ -43,29 +44,47 @@ pub struct StreamInfo {
 }
 
 impl StreamInfo {
-    /// Whether events after `cursor` were deleted. `MAXLEN`/`MINID` trimming does not move
-    /// `max-deleted-entry-id` (only `XDEL` does), so a trimmed head is recognised by the
-    /// count of entries ever added exceeding the length: then a cursor before the first
-    /// retained entry may have missed some. (A cursor equal to the last trimmed id also
-    /// gets a reset: a needless reload, never a silent loss.)
-    pub fn lost_after(&self, cursor: EventId) -> bool {
+    /// Why the events after `cursor` cannot all be delivered, or `None` when they can:
+    /// - `unknown_cursor`: newer than any id the stream ever generated. Ids come from Redis
+    ///   alone, so every server gave out only ids up to `last-generated-id`: the stream lost
+    ///   its data since, or the cursor is forged. Only new events follow.
+    /// - `history_trimmed`: events after it were deleted or trimmed. `MAXLEN`/`MINID`
+    ///   trimming does not move `max-deleted-entry-id` (only `XDEL` does), so a trimmed head
+    ///   is recognised by the count of entries ever added exceeding the length: then a
+    ///   cursor before the first retained entry may have missed some. (A cursor equal to the
+    ///   last trimmed id also gets a reset: a needless reload, never a silent loss.)
+    /// - `history_lost`: before the first entry of a stream that never lost one. No client
+    ///   can hold such an id (a client that joined an empty stream holds `0-0`) unless the
+    ///   stream it came from is gone: Redis restarted without persistence, or the key was
+    ///   deleted, and the topic's stream was created anew.
+    pub fn reset_reason(&self, cursor: EventId) -> Option<&'static str> {
+        if cursor > self.last {
+            return Some("unknown_cursor");
+        }
         if cursor < self.max_deleted {
-            return true;
+            return Some("history_trimmed");
         }
         if self.entries_added > self.length {
-            return match self.first {
+            let lost = match self.first {
                 Some(first) => cursor < first,
                 None => cursor < self.last,
             };
+            return lost.then_some("history_trimmed");
         }
-        false
+        match self.first {
+            Some(first) if cursor != EventId::ZERO && cursor < first => Some("history_lost"),
+            _ => None,
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct RedisStore {
     client: Client,
-    conn: MultiplexedConnection,
+    /// Shared by every request. It reconnects by itself after Redis restarts or fails over
+    /// (the command that meets the broken connection fails, the next ones go through): a
+    /// plain multiplexed connection stays broken, and the server with it.
+    conn: ConnectionManager,
     prefix: String,
 }
 
@@ -75,12 +94,12 @@ pub const BLOCK_MS: u64 = 5_000;
 impl RedisStore {
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
         let client = Client::open(url)?;
-        let cfg = AsyncConnectionConfig::new()
+        let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(3)))
-            .set_response_timeout(Some(Duration::from_secs(5)));
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?;
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            // Reconnect attempts back off from 100 ms up to 2 s.
+            .set_max_delay(Duration::from_secs(2));
+        let mut conn = client.get_connection_manager_with_config(cfg).await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(RedisStore {
             client,
@@ -353,4 +372,42 @@ fn to_event(entry: &redis::streams::StreamId) -> Option<Event> {
         serde_json::Value::String(data).to_string()
     };
     Some(Event::new(id, &kind, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(ms: u64) -> EventId {
+        EventId::new(ms, 0)
+    }
+
+    #[test]
+    fn a_cursor_gets_a_reset_only_when_the_stream_cannot_deliver_what_follows_it() {
+        // Never trimmed: entries 10..=12 are all the stream ever held.
+        let whole = StreamInfo {
+            max_deleted: EventId::ZERO,
+            first: Some(id(10)),
+            last: id(12),
+            length: 3,
+            entries_added: 3,
+        };
+        assert_eq!(whole.reset_reason(EventId::ZERO), None, "from the start");
+        assert_eq!(whole.reset_reason(id(11)), None);
+        assert_eq!(whole.reset_reason(id(12)), None, "up to date");
+        assert_eq!(whole.reset_reason(id(5)), Some("history_lost"));
+        assert_eq!(whole.reset_reason(id(13)), Some("unknown_cursor"));
+        // Trimmed to 10..=12 out of 1..=12.
+        let trimmed = StreamInfo {
+            entries_added: 12,
+            ..whole
+        };
+        assert_eq!(trimmed.reset_reason(id(5)), Some("history_trimmed"));
+        assert_eq!(trimmed.reset_reason(EventId::ZERO), Some("history_trimmed"));
+        assert_eq!(trimmed.reset_reason(id(10)), None);
+        // Gone entirely (Redis came back empty and nothing was published since).
+        let gone = StreamInfo::default();
+        assert_eq!(gone.reset_reason(EventId::ZERO), None);
+        assert_eq!(gone.reset_reason(id(12)), Some("unknown_cursor"));
+    }
 }

@@ -241,3 +241,62 @@ async fn many_topics_are_followed_over_a_couple_of_redis_connections() {
     // The server's command connection, its follower, and this test's connection.
     assert!(clients <= 4, "{clients} Redis connections for 40 topics");
 }
+
+/// A Redis without persistence that restarts comes back empty: every stream is gone, and the
+/// topic's stream is created anew by the next publish. A cursor from before is one the new
+/// stream never gave out; delivering "what follows it" would skip what was lost in silence.
+#[tokio::test]
+async fn a_cursor_from_before_redis_lost_its_data_gets_a_reset_then_the_new_events() {
+    let Some(mut r) = redis() else { return };
+    let s = redis_server(&r, &[]);
+    let old = publish_n(&s, "lost", 0, 3).await;
+    // A live subscriber, so this process's cache follows the topic.
+    let mut ws = ws_connect(&s.ws_url("topic=lost")).await;
+    assert!(matches!(ws_next(&mut ws).await, Frame::One(v) if v["type"] == "hello"));
+    r.restart_empty();
+    let health = format!("http://127.0.0.1:{}/health", s.port);
+    let mut new = Vec::new();
+    for _ in 0..100 {
+        let up = http().get(&health).send().await.unwrap().status() == 200;
+        if up {
+            new = publish_n(&s, "lost", 100, 2).await;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        new.len(),
+        2,
+        "the server publishes again once Redis is back"
+    );
+    for since in [&old[2], &old[0]] {
+        let (_, v) = poll(&s, &format!("topic=lost&since={since}")).await;
+        let events = v["events"].as_array().unwrap();
+        assert_eq!(events[0]["type"], "reset", "since={since}: {events:?}");
+        assert_eq!(events[0]["reason"], "history_lost");
+        assert_eq!(events[0]["oldest"], new[0].as_str());
+        assert_eq!(
+            ns(&events[1..]),
+            vec![100, 101],
+            "then the new stream, whole"
+        );
+    }
+    // The same over SSE, from Last-Event-ID.
+    let mut sse = Sse::open(&s.url("/sse?topic=lost"), Some(&old[2])).await;
+    let mut controls = vec![];
+    let got = sse.events(2, &mut controls).await;
+    assert!(
+        controls
+            .iter()
+            .any(|c| c.event == "reset" && c.data.contains("history_lost")),
+        "{controls:?}"
+    );
+    assert_eq!(got[0].id.as_deref(), Some(new[0].as_str()));
+    // Cursors the new stream gave out resume as usual; one it never reached gets a reset.
+    let (_, v) = poll(&s, &format!("topic=lost&since={}", new[0])).await;
+    assert_eq!(ns(v["events"].as_array().unwrap()), vec![101]);
+    let (_, v) = poll(&s, "topic=lost&since=99999999999999-0").await;
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(events[0]["reason"], "unknown_cursor", "{events:?}");
+    assert_eq!(events.len(), 1, "only new events follow an unknown cursor");
+}

@@ -102,6 +102,8 @@ pub fn free_port() -> u16 {
 pub struct Redis {
     child: Child,
     pub url: String,
+    bin: &'static str,
+    port: u16,
     _dir: TempDir,
 }
 
@@ -150,41 +152,69 @@ pub fn redis() -> Option<Redis> {
         });
     let dir = TempDir::new("redis");
     for _ in 0..5 {
-        let port = free_port();
-        let mut child = Command::new(bin)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                dir.0.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        for _ in 0..100 {
-            if is_redis_process(port, child.id()) {
-                return Some(Redis {
-                    child,
-                    url: format!("redis://127.0.0.1:{port}"),
-                    _dir: dir,
-                });
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                break; // port taken meanwhile: try another
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(child) = spawn_redis(bin, free_port(), &dir) {
+            let port = child.1;
+            return Some(Redis {
+                child: child.0,
+                url: format!("redis://127.0.0.1:{port}"),
+                bin,
+                port,
+                _dir: dir,
+            });
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
     panic!("redis-server did not start");
+}
+
+/// redis-server on `port` without persistence, once it answers as itself; `None` when it
+/// exited (the port was taken meanwhile).
+fn spawn_redis(bin: &'static str, port: u16, dir: &TempDir) -> Option<(Child, u16)> {
+    let mut child = Command::new(bin)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            dir.0.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server");
+    for _ in 0..100 {
+        if is_redis_process(port, child.id()) {
+            return Some((child, port));
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+impl Redis {
+    /// Kills this Redis and starts an empty one on the same port, as a Redis without
+    /// persistence comes back after a crash or a restart: every stream is gone.
+    pub fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for _ in 0..20 {
+            if let Some((child, _)) = spawn_redis(self.bin, self.port, &self._dir) {
+                self.child = child;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not start again on port {}", self.port);
+    }
 }
 
 /// Whether the Redis on `port` is process `pid`. A bare connect is not enough: `free_port`
