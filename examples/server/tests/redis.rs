@@ -299,4 +299,25 @@ async fn a_cursor_from_before_redis_lost_its_data_gets_a_reset_then_the_new_even
     let events = v["events"].as_array().unwrap();
     assert_eq!(events[0]["reason"], "unknown_cursor", "{events:?}");
     assert_eq!(events.len(), 1, "only new events follow an unknown cursor");
+    // The live subscriber: if it read while Redis was down it was told so and closed
+    // (1011), and its reconnect is reset; if it read after, the reset comes on its socket.
+    let mut controls = vec![];
+    let first = ws_next(&mut ws).await;
+    if matches!(&first, Frame::One(v) if v["code"] == "unavailable") {
+        assert!(matches!(
+            ws_next(&mut ws).await,
+            Frame::Closed(Some(1011), _)
+        ));
+        ws = ws_connect(&s.ws_url(&format!("topic=lost&since={}", old[2]))).await;
+        assert!(matches!(ws_next(&mut ws).await, Frame::One(v) if v["type"] == "hello"));
+    } else if let Frame::One(v) = first {
+        controls.push(v);
+    }
+    let (events, _) = ws_events(&mut ws, 2, &mut controls).await;
+    assert_eq!(ns(&events), vec![100, 101]);
+    assert!(
+        controls.iter().any(|c| c["type"] == "reset"
+            && (c["reason"] == "history_lost" || c["reason"] == "unknown_cursor")),
+        "{controls:?}"
+    );
 }
