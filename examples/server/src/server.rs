@@ -57,6 +57,8 @@ pub struct SubQuery {
     token: Option<String>,
     /// Kept as text so a bad value gets this server's JSON 400, not the extractor's.
     wait: Option<String>,
+    /// The longest silence the client's path tolerates, in ms (see [`heartbeat_for`]).
+    heartbeat: Option<String>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -201,6 +203,24 @@ struct Admitted {
     ip: IpAddr,
     topic: String,
     since: Option<EventId>,
+    /// Heartbeat after this much silence on this connection.
+    heartbeat_ms: u64,
+}
+
+/// Heartbeats never come closer than this, whatever a client asks for.
+const MIN_HEARTBEAT_MS: u64 = 1_000;
+
+/// The heartbeat interval of one connection: the server's own, or shorter when the client
+/// asks (`heartbeat=<ms>`: it saw its connections cut after that much silence, by a proxy
+/// with an idle timeout), but never under [`MIN_HEARTBEAT_MS`].
+fn heartbeat_for(cfg_ms: u64, asked: Option<&str>) -> Result<u64, String> {
+    let Some(asked) = asked.filter(|s| !s.is_empty()) else {
+        return Ok(cfg_ms);
+    };
+    let ms: u64 = asked
+        .parse()
+        .map_err(|_| format!("heartbeat: {asked:?} is not a number of milliseconds"))?;
+    Ok(cfg_ms.min(ms.max(MIN_HEARTBEAT_MS)))
 }
 
 enum Refused {
@@ -262,12 +282,15 @@ fn admit(
         app.auth
             .check(token.as_deref(), &topic, now_secs())
             .map_err(Refused::Auth)?;
+        let heartbeat_ms = heartbeat_for(app.cfg.heartbeat_ms, q.heartbeat.as_deref())
+            .map_err(Refused::BadRequest)?;
         let slot = app.limits.admit(ip, transport).map_err(Refused::Limit)?;
         Ok(Admitted {
             slot,
             ip,
             topic: topic.clone(),
             since,
+            heartbeat_ms,
         })
     })();
     if let Err(r) = &result {
@@ -290,7 +313,7 @@ async fn start(
     let hello = json!({
         "type": "hello",
         "topic": a.topic,
-        "heartbeatMs": app.cfg.heartbeat_ms,
+        "heartbeatMs": a.heartbeat_ms,
         "cursor": latest.to_string(),
         "transport": transport.label(),
     })
@@ -440,7 +463,7 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
         }
     };
     let _slot = a.slot;
-    let heartbeat = Duration::from_millis(app.cfg.heartbeat_ms.max(10));
+    let heartbeat = Duration::from_millis(a.heartbeat_ms.max(10));
     let mut shutdown = app.shutdown.clone();
     let mut wake = sub.topic.watch();
     if !send_text(&mut socket, hello).await {
@@ -700,7 +723,7 @@ async fn sse_session(
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
 ) {
     let _slot = a.slot;
-    let heartbeat = Duration::from_millis(app.cfg.heartbeat_ms.max(10));
+    let heartbeat = Duration::from_millis(a.heartbeat_ms.max(10));
     let mut shutdown = app.shutdown.clone();
     let mut wake = sub.topic.watch();
     if !send_chunk(&tx, Bytes::from(first)).await {

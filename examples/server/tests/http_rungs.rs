@@ -81,6 +81,45 @@ async fn sse_sends_a_reset_event_for_a_trimmed_cursor() {
     assert_eq!(r["oldest"], ids[3].as_str());
 }
 
+/// A client whose connections were cut after some silence asks for heartbeats more often
+/// (`heartbeat=<ms>`); the server obeys down to 1 s, never slower than its own setting.
+#[tokio::test]
+async fn a_connection_may_ask_for_heartbeats_more_often_but_not_under_a_second() {
+    let s = Server::start(&["--heartbeat-ms", "60000"]);
+    for (asked, got) in [("1500", 1500), ("10", 1000), ("120000", 60000), ("", 60000)] {
+        let mut sse = Sse::open(&s.url(&format!("/sse?topic=hb2&heartbeat={asked}")), None).await;
+        let hello = sse.next().await.unwrap();
+        let hello: serde_json::Value = serde_json::from_str(&hello.data).unwrap();
+        assert_eq!(hello["heartbeatMs"], got, "heartbeat={asked}");
+        if got <= 1500 {
+            // Nothing is published: only the heartbeat can come, well before 60 s.
+            let started = std::time::Instant::now();
+            while !sse.comments.iter().any(|c| c == "heartbeat") {
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_millis(500), sse.next()).await;
+                assert!(
+                    started.elapsed().as_secs() < 10,
+                    "no heartbeat: {:?}",
+                    sse.comments
+                );
+            }
+        }
+    }
+    let mut ws = ws_connect(&s.ws_url("topic=hb2&heartbeat=2000")).await;
+    assert!(matches!(ws_next(&mut ws).await, Frame::One(v) if v["heartbeatMs"] == 2000));
+    let res = http()
+        .get(s.url("/sse?topic=hb2&heartbeat=soon"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("heartbeat"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn sse_heartbeat_is_a_comment_after_silence() {
     let s = Server::start(&["--heartbeat-ms", "100"]);
