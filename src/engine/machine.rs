@@ -153,6 +153,10 @@ pub struct Engine<D> {
     ping_interval: u64,
     server_heartbeat: Option<u64>,
     idle_deaths: Vec<u64>,
+    /// The longest silence the path tolerates, learned from idle cut-offs on SSE or polling
+    /// (adaptive heartbeat): SSE asks the server for heartbeats this often, polls are held
+    /// at most this long. WebSocket shortens `ping_interval` instead.
+    idle_cap: Option<u64>,
 
     /// What a WebSocket probe delivered before proving itself (see `on_items`).
     probe_buffer: Vec<Item<D>>,
@@ -251,6 +255,7 @@ impl<D: Clone> Engine<D> {
             ping_interval: options.heartbeat.ping_interval_ms,
             server_heartbeat: None,
             idle_deaths: Vec::new(),
+            idle_cap: None,
             probe_buffer: Vec::new(),
             handover: HashSet::new(),
             stalls: 0,
@@ -1302,6 +1307,11 @@ impl<D: Clone> Engine<D> {
             wait_s = u64_to_string(w);
             params.push((&i.wait_param, &wait_s));
         }
+        let heartbeat_s;
+        if let (Transport::Sse, Some(cap)) = (t, self.idle_cap) {
+            heartbeat_s = u64_to_string(cap);
+            params.push((&i.heartbeat_param, &heartbeat_s));
+        }
         if with_token && t == Transport::WebSocket {
             if let Some(tok) = &self.token {
                 params.push((&i.token_param, tok));
@@ -1317,7 +1327,8 @@ impl<D: Clone> Engine<D> {
         let wait = if t == Transport::Polling {
             // The first request of a poll session returns at once: it proves the rung.
             Some(if role == Role::Session {
-                self.options.polling.wait_ms.unwrap_or(0)
+                let wait = self.options.polling.wait_ms.unwrap_or(0);
+                self.idle_cap.map_or(wait, |cap| wait.min(cap))
             } else {
                 0
             })
@@ -1827,7 +1838,21 @@ impl<D: Clone> Engine<D> {
                 m.push_str("; pinging more often now");
             }
         } else if c.transport != Transport::WebSocket {
-            m.push_str("; make the server send heartbeats more often than that");
+            let new = (cut * 2 / 3).max(1_000);
+            if self.options.heartbeat.adaptive && self.idle_cap.map_or(true, |cap| new < cap) {
+                let note = cat(&[
+                    "adaptive heartbeat: asking SSE servers for heartbeats every ",
+                    &secs(new),
+                    " and holding polls at most that long, below the idle cut-off observed at ",
+                    &secs(cut),
+                ]);
+                self.diagnostics.note(now, note);
+                self.idle_cap = Some(new);
+                self.idle_deaths.clear();
+                m.push_str("; asking the server for heartbeats more often now");
+            } else {
+                m.push_str("; make the server send heartbeats more often than that");
+            }
         }
         Some(m)
     }

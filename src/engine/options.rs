@@ -141,6 +141,8 @@ pub struct Interop {
     pub topic_param: String,
     pub token_param: String,
     pub wait_param: String,
+    /// Query parameter asking an SSE server for heartbeats more often (adaptive heartbeat).
+    pub heartbeat_param: String,
     /// Text of a client ping frame: `{"type":"ping"}` (default) or e.g. `ping`.
     pub ping_text: String,
     /// `type` of a pong frame; a plain-text frame equal to it also counts.
@@ -160,6 +162,7 @@ impl Default for Interop {
             topic_param: "topic".into(),
             token_param: "token".into(),
             wait_param: "wait".into(),
+            heartbeat_param: "heartbeat".into(),
             ping_text: "{\"type\":\"ping\"}".into(),
             pong_type: "pong".into(),
             heartbeat_type: "heartbeat".into(),
@@ -411,6 +414,7 @@ impl Options {
             ("interop.topicParam", &i.topic_param),
             ("interop.tokenParam", &i.token_param),
             ("interop.waitParam", &i.wait_param),
+            ("interop.heartbeatParam", &i.heartbeat_param),
             ("interop.pingText", &i.ping_text),
             ("interop.pongType", &i.pong_type),
             ("interop.heartbeatType", &i.heartbeat_type),

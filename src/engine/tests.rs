@@ -1802,3 +1802,89 @@ fn an_sse_event_over_the_limit_is_reported_in_its_place_and_the_reconnect_resume
         "Last-Event-ID names the skipped event, so the server does not send it again"
     );
 }
+
+#[test]
+fn sse_connections_dying_after_the_same_idle_time_ask_the_server_for_heartbeats_below_it() {
+    let mut o = opts();
+    o.transports = vec![Transport::Sse];
+    let mut h = H::started(o);
+    for _ in 0..2 {
+        let c = h.connect_last();
+        h.advance(20_000);
+        h.closed(c, None);
+        let at = h.e.snapshot().next_retry_at.unwrap();
+        h.advance(at - h.now);
+    }
+    assert_eq!(h.errors(), [ErrorCode::ClosedByPeer, ErrorCode::IdleCutoff]);
+    assert!(h.error_messages()[1].contains("asking the server for heartbeats"));
+    assert!(h
+        .e
+        .diagnostics()
+        .notes
+        .iter()
+        .any(|n| n.text.contains("adaptive heartbeat")));
+    // The reconnect asks for heartbeats under the cut-off (two thirds of it).
+    let (_, t, url) = h.last_conn();
+    assert_eq!(t, Transport::Sse);
+    assert!(url.contains("heartbeat=13333"), "{url}");
+}
+
+#[test]
+fn polls_cut_after_the_same_idle_time_are_held_for_less_than_that() {
+    let mut o = opts();
+    o.transports = vec![Transport::Polling];
+    o.polling.wait_ms = Some(25_000);
+    let mut h = H::started(o);
+    // The held request of the session, after the request that proves the rung (wait=0).
+    fn held(h: &mut H) -> (ConnId, String) {
+        let (p, _, url) = h.last_conn();
+        if url.contains("wait=0") {
+            h.opened(p);
+            h.items(p, vec![]);
+            h.closed(p, None);
+        }
+        // An empty answer waits the poll interval before the next request.
+        for _ in 0..10 {
+            if !h.open.is_empty() {
+                break;
+            }
+            h.advance(1_000);
+        }
+        let (p, _, url) = h.last_conn();
+        (p, url)
+    }
+    for _ in 0..2 {
+        let (p, url) = held(&mut h);
+        assert!(url.contains("wait=25000"), "{url}");
+        // A proxy cuts the held request after 15 s without a byte.
+        h.advance(15_000);
+        h.closed(p, None);
+        if let Some(at) = h.e.snapshot().next_retry_at {
+            h.advance(at - h.now);
+        }
+    }
+    assert!(
+        h.errors().contains(&ErrorCode::IdleCutoff),
+        "{:?}",
+        h.errors()
+    );
+    let (_, url) = held(&mut h);
+    assert!(url.contains("wait=10000"), "{url}");
+}
+
+#[test]
+fn without_adaptive_heartbeat_an_sse_idle_cutoff_only_says_what_to_change() {
+    let mut o = opts();
+    o.transports = vec![Transport::Sse];
+    o.heartbeat.adaptive = false;
+    let mut h = H::started(o);
+    for _ in 0..2 {
+        let c = h.connect_last();
+        h.advance(20_000);
+        h.closed(c, None);
+        let at = h.e.snapshot().next_retry_at.unwrap();
+        h.advance(at - h.now);
+    }
+    assert!(h.error_messages()[1].contains("make the server send heartbeats more often"));
+    assert!(!h.last_conn().2.contains("heartbeat="));
+}

@@ -185,6 +185,44 @@ test('scenario 4c: with a ping interval just above the idle cut-off, the adaptiv
   }
 });
 
+test('scenario 4d: SSE through a proxy whose idle cut-off is shorter than the server heartbeat asks the server for heartbeats under it', { timeout: 120_000 }, async () => {
+  // SSE cannot ping: after two cuts after the same silence the client reconnects with
+  // `heartbeat=<ms>` below the cut-off, and the server heartbeats that often.
+  const IDLE = 6000;
+  const env = await setup({
+    topic: 's4d',
+    serverArgs: ['--heartbeat-ms', '7000'],
+    faults: { paths: ['/realtime'], idleCutMs: IDLE },
+    options: { transports: ['sse'] },
+    publish: { intervalMs: 8000, perTick: 10 },
+  });
+  try {
+    await waitOpen(env.page, 'sse');
+    const firstOwed = owedFrom(env.publisher, 10);
+    await env.page.waitForFunction(
+      () => window.client.diagnostics().notes.some((n) => /adaptive heartbeat/.test(n.text)),
+      null,
+      { timeout: 60_000, polling: 200 },
+    ).catch(() => {});
+    const learned = await collect(env.page);
+    await waitOpen(env.page, 'sse');
+    const cutsThen = (await env.proxy.stats()).cuts.idle;
+    // More than two event intervals (each longer than the cut-off): no more cuts.
+    await sleep(18_000);
+    const cutsAfter = (await env.proxy.stats()).cuts.idle;
+    const { result, audit: a } = await finish(env.page, env.publisher, { firstOwed });
+    report('4d', a, result.snapshot.transport, failureClasses(result), `idle cuts before learning ${cutsThen}, after ${cutsAfter - cutsThen}`);
+    assert.ok(failureClasses(learned).includes('idle_cutoff'), `idle cut-off detected: ${JSON.stringify(failureClasses(learned))}`);
+    assert.ok(result.notes.some((n) => /asking SSE servers for heartbeats every/.test(n.text)), `a note explains the request: ${JSON.stringify(result.notes)}`);
+    assert.equal(cutsAfter - cutsThen, 0, 'no idle cut once the server heartbeats under the cut-off');
+    assertDelivery(assert, a);
+    assert.equal(result.snapshot.transport, 'sse');
+    assert.deepEqual(env.problems, []);
+  } finally {
+    await env.teardown();
+  }
+});
+
 // ----- scenario 5: every connection cut every 2 s ---------------------------------------------
 
 for (const rung of ['websocket', 'sse', 'polling']) {
