@@ -197,6 +197,16 @@ impl H {
         c
     }
 
+    /// Connects the last conn, lets it sit silent for `idle_ms`, then has it cut (as a
+    /// proxy's idle timeout would, `code` as the browser reports it) and waits for the retry.
+    pub fn cut_after_idle(&mut self, idle_ms: u64, code: Option<u16>) {
+        let c = self.connect_last();
+        self.advance(idle_ms);
+        self.closed(c, code);
+        let at = self.e.snapshot().next_retry_at.expect("a retry is planned");
+        self.advance(at - self.now);
+    }
+
     pub fn delivered(&self) -> Vec<String> {
         self.events
             .iter()

@@ -873,11 +873,7 @@ fn connections_dying_after_the_same_idle_time_shorten_the_ping_interval() {
     o.transports = vec![Transport::WebSocket];
     let mut h = H::started(o);
     for _ in 0..2 {
-        let ws = h.connect_last();
-        h.advance(20_000);
-        h.closed(ws, Some(1006));
-        let at = h.e.snapshot().next_retry_at.unwrap();
-        h.advance(at - h.now);
+        h.cut_after_idle(20_000, Some(1006));
     }
     assert_eq!(h.errors(), [ErrorCode::ClosedByPeer, ErrorCode::IdleCutoff]);
     let interval = h.e.snapshot().ping_interval_ms;
@@ -1809,11 +1805,7 @@ fn sse_connections_dying_after_the_same_idle_time_ask_the_server_for_heartbeats_
     o.transports = vec![Transport::Sse];
     let mut h = H::started(o);
     for _ in 0..2 {
-        let c = h.connect_last();
-        h.advance(20_000);
-        h.closed(c, None);
-        let at = h.e.snapshot().next_retry_at.unwrap();
-        h.advance(at - h.now);
+        h.cut_after_idle(20_000, None);
     }
     assert_eq!(h.errors(), [ErrorCode::ClosedByPeer, ErrorCode::IdleCutoff]);
     assert!(h.error_messages()[1].contains("asking the server for heartbeats"));
@@ -1879,11 +1871,7 @@ fn without_adaptive_heartbeat_an_sse_idle_cutoff_only_says_what_to_change() {
     o.heartbeat.adaptive = false;
     let mut h = H::started(o);
     for _ in 0..2 {
-        let c = h.connect_last();
-        h.advance(20_000);
-        h.closed(c, None);
-        let at = h.e.snapshot().next_retry_at.unwrap();
-        h.advance(at - h.now);
+        h.cut_after_idle(20_000, None);
     }
     assert!(h.error_messages()[1].contains("make the server send heartbeats more often"));
     assert!(!h.last_conn().2.contains("heartbeat="));
