@@ -1818,11 +1818,12 @@ impl<D: Clone> Engine<D> {
             &secs(cut),
             " without traffic: a proxy or load balancer has an idle timeout (Cloudflare: 100 s)",
         ]);
+        // Adapted traffic keeps a third of the cut-off as margin.
+        let new = (cut * 2 / 3).max(1_000);
         if c.transport == Transport::WebSocket
             && self.options.heartbeat.adaptive
             && cut <= self.ping_interval + self.options.heartbeat.pong_timeout_ms
         {
-            let new = (cut * 2 / 3).max(1_000);
             if new < self.ping_interval {
                 let note = cat(&[
                     "adaptive heartbeat: ping interval shortened from ",
@@ -1838,7 +1839,6 @@ impl<D: Clone> Engine<D> {
                 m.push_str("; pinging more often now");
             }
         } else if c.transport != Transport::WebSocket {
-            let new = (cut * 2 / 3).max(1_000);
             if self.options.heartbeat.adaptive && self.idle_cap.map_or(true, |cap| new < cap) {
                 let note = cat(&[
                     "adaptive heartbeat: asking SSE servers for heartbeats every ",
