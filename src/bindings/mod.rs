@@ -138,7 +138,7 @@ pub fn take_trap() -> JsValue {
 #[cfg(debug_assertions)]
 #[wasm_bindgen(js_name = __panicForTest)]
 pub fn panic_for_test(id: u32) {
-    crate::web::runtime::CURRENT.with(|c| c.set(id));
+    crate::web::runtime::set_current_for_test(id);
     panic!("deliberate test panic");
 }
 

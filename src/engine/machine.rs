@@ -1839,7 +1839,7 @@ impl<D: Clone> Engine<D> {
                 m.push_str("; pinging more often now");
             }
         } else if c.transport != Transport::WebSocket {
-            if self.options.heartbeat.adaptive && self.idle_cap.map_or(true, |cap| new < cap) {
+            if self.options.heartbeat.adaptive && new < self.idle_cap.unwrap_or(u64::MAX) {
                 let note = cat(&[
                     "adaptive heartbeat: asking SSE servers for heartbeats every ",
                     &secs(new),

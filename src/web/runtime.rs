@@ -31,13 +31,20 @@ use wasm_bindgen::prelude::*;
 thread_local! {
     /// Adapters alive now (sockets, requests, timers, page listeners), for teardown tests.
     static LIVE: Cell<u32> = const { Cell::new(0) };
-    /// The client whose input is being handled, 0 between calls. Non-zero once control is
-    /// back in JS means that client's call never returned: it trapped (a panic, a stack
-    /// overflow) or a JS exception unwound through it, and its state is unusable.
-    pub(crate) static CURRENT: Cell<u32> = const { Cell::new(0) };
-    /// The state of the `CURRENT` client, so that a trapped client's adapters can still be
-    /// released (see [`take_trapped`]). Null between calls.
-    static CURRENT_INNER: Cell<*const RefCell<Inner>> = const { Cell::new(std::ptr::null()) };
+    /// The client whose input is being handled and its state, `(0, null)` between calls.
+    /// Set once control is back in JS, it means that client's call never returned: it
+    /// trapped (a panic, a stack overflow) or a JS exception unwound through it, and its
+    /// state is unusable; the state is kept so its adapters can still be released (see
+    /// [`take_trapped`]).
+    static CURRENT: Cell<(u32, *const RefCell<Inner>)> = const { Cell::new(IDLE) };
+}
+
+const IDLE: (u32, *const RefCell<Inner>) = (0, std::ptr::null());
+
+/// Marks client `id` as handling a call with no state behind it (the trap tests).
+#[cfg(debug_assertions)]
+pub(crate) fn set_current_for_test(id: u32) {
+    CURRENT.with(|c| c.set((id, std::ptr::null())));
 }
 
 /// After a wasm call threw: the client whose call never returned (0 if none), once. That
@@ -45,7 +52,9 @@ thread_local! {
 /// would: its state stays borrowed by the dead call, so nothing else could ever reach them.
 /// If releasing them traps too, a second call still names the client.
 pub(crate) fn take_trapped() -> u32 {
-    let inner = CURRENT_INNER.with(|c| c.replace(std::ptr::null()));
+    let (id, inner) = CURRENT.with(|c| c.get());
+    // Forget the state first: if releasing it traps, the next call still names the client.
+    CURRENT.with(|c| c.set((id, std::ptr::null())));
     if !inner.is_null() {
         // SAFETY: `run` stored this pointer from an `Rc` it was using, and `Runtime::drop`
         // clears it before that `Rc` can be the last one to go, so the `RefCell` is alive.
@@ -54,7 +63,8 @@ pub(crate) fn take_trapped() -> u32 {
         // from a fresh one), so no reference into the state exists while we use it.
         unsafe { (*(*inner).as_ptr()).teardown() };
     }
-    CURRENT.with(|c| c.replace(0))
+    CURRENT.with(|c| c.set(IDLE));
+    id
 }
 
 /// How many adapters (sockets, requests, armed timers, page-listener sets) exist across all
@@ -243,10 +253,10 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         if let Ok(mut me) = self.inner.try_borrow_mut() {
             me.teardown();
-        } else if CURRENT_INNER.with(|c| c.get()) == Rc::as_ptr(&self.inner) {
+        } else if CURRENT.with(|c| c.get()).1 == Rc::as_ptr(&self.inner) {
             // Freed after a trap that nobody took: this state may be about to go away, so
-            // `take_trapped` must not reach it (its adapters stay, as before this fix).
-            CURRENT_INNER.with(|c| c.set(std::ptr::null()));
+            // `take_trapped` must not reach it (its adapters stay; the trap is still named).
+            CURRENT.with(|c| c.set((c.get().0, std::ptr::null())));
         }
     }
 }
@@ -283,16 +293,14 @@ fn sink(weak: &Weak<RefCell<Inner>>) -> Sink {
 fn run<R>(rc: &Rc<RefCell<Inner>>, f: impl FnOnce(&mut Inner, u64) -> R) -> Option<R> {
     let (r, batch, ids, emit) = {
         let mut me = rc.try_borrow_mut().ok()?;
-        CURRENT.with(|c| c.set(me.id));
-        CURRENT_INNER.with(|c| c.set(Rc::as_ptr(rc)));
+        CURRENT.with(|c| c.set((me.id, Rc::as_ptr(rc))));
         let t = now();
         let r = f(&mut me, t);
         me.drain(t);
         let (batch, ids) = me.take_batch();
         (r, batch, ids, me.emit.clone())
     };
-    CURRENT.with(|c| c.set(0));
-    CURRENT_INNER.with(|c| c.set(std::ptr::null()));
+    CURRENT.with(|c| c.set(IDLE));
     if let (Some(batch), Some(emit)) = (batch, emit) {
         let _ = emit.call2(&JsValue::NULL, &batch, &ids);
     }
