@@ -5,8 +5,9 @@
 //! `XTRIM ... MINID ~` bounds it by age. Whether a cursor fell into the trimmed range is
 //! decided with `max-deleted-entry-id` and `entries-added` from `XINFO STREAM` (Redis
 //! 7.0+): a cursor below it has lost events and gets a `reset`, and so does a cursor the
-//! stream cannot have given out (its data was lost and the stream created anew). Idempotency keys of upstream sends are `SET NX EX`
-//! keys, so a repeat is recognised by whichever process receives it.
+//! stream cannot have given out (its data was lost and the stream created anew).
+//! Idempotency keys of upstream sends are `SET NX EX` keys, so a repeat is recognised by
+//! whichever process receives it.
 
 use std::time::Duration;
 

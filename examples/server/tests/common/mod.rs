@@ -386,30 +386,11 @@ impl Sse {
         self.resp.headers()
     }
 
-    /// The next dispatched event (comments are recorded, not returned).
-    pub async fn next(&mut self) -> Option<SseEvent> {
+    /// The next block (up to a blank line), reading more within the step when needed.
+    async fn block(&mut self) -> Option<String> {
         loop {
             if let Some(pos) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..pos + 2).collect();
-                let mut ev = SseEvent::default();
-                let mut has = false;
-                for line in block.lines() {
-                    if let Some(c) = line.strip_prefix(':') {
-                        self.comments.push(c.trim().to_string());
-                    } else if let Some((k, v)) = line.split_once(": ") {
-                        has = true;
-                        match k {
-                            "id" => ev.id = Some(v.to_string()),
-                            "event" => ev.event = v.to_string(),
-                            "data" => ev.data.push_str(v),
-                            _ => {}
-                        }
-                    }
-                }
-                if has {
-                    return Some(ev);
-                }
-                continue;
+                return Some(self.buf.drain(..pos + 2).collect());
             }
             let chunk = tokio::time::timeout(STEP, self.resp.chunk())
                 .await
@@ -417,6 +398,41 @@ impl Sse {
                 .ok()??;
             self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
         }
+    }
+
+    /// The next dispatched event (comments are recorded, not returned).
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            let block = self.block().await?;
+            let mut ev = SseEvent::default();
+            let mut has = false;
+            for line in block.lines() {
+                if let Some(c) = line.strip_prefix(':') {
+                    self.comments.push(c.trim().to_string());
+                } else if let Some((k, v)) = line.split_once(": ") {
+                    has = true;
+                    match k {
+                        "id" => ev.id = Some(v.to_string()),
+                        "event" => ev.event = v.to_string(),
+                        "data" => ev.data.push_str(v),
+                        _ => {}
+                    }
+                }
+            }
+            if has {
+                return Some(ev);
+            }
+        }
+    }
+
+    /// The next comment (`heartbeat` for `: heartbeat`), within the step; an event arriving
+    /// first is a test failure.
+    pub async fn next_comment(&mut self) -> Option<String> {
+        let block = self.block().await?;
+        let comment = block.lines().find_map(|l| l.strip_prefix(':'));
+        let comment = comment.unwrap_or_else(|| panic!("an event, not a comment: {block:?}"));
+        self.comments.push(comment.trim().to_string());
+        Some(comment.trim().to_string())
     }
 
     /// Reads until `n` events with ids arrived; control events go to `controls`.
