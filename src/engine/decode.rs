@@ -139,9 +139,18 @@ fn decode_object_with<V: JsonValue>(
 
 /// Decodes a parsed WebSocket frame or poll body: an object, an array of objects, or
 /// `{"events":[...], "cursor":…}` (the cursor becomes a trailing [`Item::Hello`]).
+///
+/// A batch (an array, or `events`) is decoded entry by entry: an entry that does not decode
+/// becomes [`Item::Malformed`] in its place, with its id when that can still be read, and
+/// the others are decoded as usual. A batch in which no entry decodes and none has a
+/// readable id is one error (the error of its first entry): nothing in it can be delivered
+/// or passed, so it is the whole answer that is bad (a poll is then retried with backoff
+/// rather than at once).
 pub fn decode_frame<V: JsonValue>(v: &V, interop: &Interop) -> Result<Vec<Item<V>>, FrameError> {
     if let Some(arr) = v.as_array() {
-        return arr.iter().map(|o| decode_object(o, interop)).collect();
+        let mut items = Vec::with_capacity(arr.len());
+        decode_batch(&arr, interop, &mut items)?;
+        return Ok(items);
     }
     if !v.is_object() {
         return Err(FrameError::NotAnObject);
@@ -150,9 +159,7 @@ pub fn decode_frame<V: JsonValue>(v: &V, interop: &Interop) -> Result<Vec<Item<V
         if let Some(events) = v.get(&interop.events_field) {
             let arr = events.as_array().ok_or(FrameError::BadField("events"))?;
             let mut items = Vec::with_capacity(arr.len() + 1);
-            for o in &arr {
-                items.push(decode_object(o, interop)?);
-            }
+            decode_batch(&arr, interop, &mut items)?;
             if let Some(cursor) = opt_string(v, "cursor") {
                 items.push(Item::Hello {
                     cursor: Some(cursor),
@@ -163,6 +170,39 @@ pub fn decode_frame<V: JsonValue>(v: &V, interop: &Interop) -> Result<Vec<Item<V
         }
     }
     Ok(vec![decode_object(v, interop)?])
+}
+
+/// The entries of a batch as items, a bad one as [`Item::Malformed`] (see [`decode_frame`]).
+fn decode_batch<V: JsonValue>(
+    entries: &[V],
+    interop: &Interop,
+    items: &mut Vec<Item<V>>,
+) -> Result<(), FrameError> {
+    let mut first_error = None;
+    let mut usable = false;
+    for o in entries {
+        match decode_object(o, interop) {
+            Ok(item) => {
+                usable = true;
+                items.push(item);
+            }
+            Err(error) => {
+                // Only an object's own, well-typed id can move the cursor.
+                let id = o
+                    .get(&interop.id_field)
+                    .and_then(|v| id_of(&v).ok().flatten());
+                usable |= id.is_some();
+                if first_error.is_none() {
+                    first_error = Some(error.clone());
+                }
+                items.push(Item::Malformed { id, error });
+            }
+        }
+    }
+    match first_error {
+        Some(e) if !usable => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Decodes a WebSocket text frame or a poll body: checks the size, recognises a plain-text
@@ -441,6 +481,93 @@ pub(crate) mod tests {
                 limit: 100
             }
         ));
+    }
+
+    #[test]
+    fn a_bad_entry_in_a_batch_is_reported_in_its_place_and_the_good_ones_still_decode() {
+        let good = |n: u32| json!({"id": n, "type": "t", "data": n});
+        let ev = |n: u32| Item::Event {
+            id: Some(n.to_string()),
+            kind: "t".into(),
+            data: json!(n),
+        };
+        let bad = |id: Option<&str>, error| Item::Malformed {
+            id: id.map(Into::into),
+            error,
+        };
+        let batch = vec![
+            good(1),
+            json!("not an object"),
+            json!({"id": 3, "type": 5}),
+            json!({"id": {"x": 1}, "type": "t"}),
+            json!({"id": "5", "type": "ack"}),
+            good(6),
+        ];
+        let want = vec![
+            ev(1),
+            bad(None, FrameError::NotAnObject),
+            // The type is wrong but the id is fine: it can still move the cursor.
+            bad(Some("3"), FrameError::BadField("type")),
+            bad(None, FrameError::BadField("id")),
+            ev(6),
+        ];
+        // An `ack` names the upstream message: `{"id":"5","type":"ack"}` is a good one.
+        let mut want_array = want.clone();
+        want_array.insert(4, Item::Ack { id: "5".into() });
+        assert_eq!(
+            decode_frame(&Value::Array(batch.clone()), &io()).unwrap(),
+            want_array
+        );
+        // A bare array as a WebSocket frame or poll body, through the text entry point.
+        let text = Value::Array(batch.clone()).to_string();
+        assert_eq!(
+            decode_text::<Value>(&text, &io(), 1 << 20).unwrap(),
+            want_array
+        );
+        // The poll envelope: same entries, then its cursor.
+        let mut want_body = want_array;
+        want_body.push(Item::Hello {
+            cursor: Some("6".into()),
+            heartbeat_ms: None,
+        });
+        assert_eq!(
+            decode_frame(&json!({"events": batch, "cursor": "6"}), &io()).unwrap(),
+            want_body
+        );
+    }
+
+    #[test]
+    fn a_batch_with_nothing_usable_is_one_error_and_a_body_that_is_not_a_batch_stays_one() {
+        // No entry decodes and none has an id: nothing to deliver or pass.
+        assert_eq!(
+            decode_frame(&json!([1, "x", {"id": -1}]), &io()).unwrap_err(),
+            FrameError::NotAnObject
+        );
+        assert_eq!(
+            decode_frame(&json!({"events": [{"id": -1}], "cursor": "9"}), &io()).unwrap_err(),
+            FrameError::BadField("id")
+        );
+        // A bad entry whose id can be read is usable: the cursor can pass it.
+        assert_eq!(
+            decode_frame(&json!([{"id": "7", "type": 5}]), &io()).unwrap(),
+            vec![Item::Malformed {
+                id: Some("7".into()),
+                error: FrameError::BadField("type")
+            }]
+        );
+        // A proxy's error page, or JSON that is no batch: the whole answer is bad.
+        assert_eq!(
+            decode_text::<Value>("<html>502 Bad Gateway</html>", &io(), 1 << 20).unwrap_err(),
+            FrameError::InvalidJson
+        );
+        assert_eq!(
+            decode_text::<Value>("\"a string\"", &io(), 1 << 20).unwrap_err(),
+            FrameError::NotAnObject
+        );
+        assert_eq!(
+            decode_text::<Value>(r#"{"events":{"id":1}}"#, &io(), 1 << 20).unwrap_err(),
+            FrameError::BadField("events")
+        );
     }
 
     #[test]

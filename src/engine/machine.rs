@@ -725,6 +725,16 @@ impl<D: Clone> Engine<D> {
                     self.emit_error(err);
                 }
             }
+            // A bad entry of a batch: reported in its place; its id, if any, moves the cursor.
+            Item::Malformed { id: eid, error } => {
+                if self.delivery.accept(eid.as_deref()) {
+                    let mut msg = error.describe();
+                    msg.push_str("; skipped it");
+                    let mut err = HoldfastError::new(error.code(), msg);
+                    err.transport = self.conn(id).map(|c| c.transport);
+                    self.emit_error(err);
+                }
+            }
             Item::ServerError { code, message } => {
                 if code == "token_expired" || code == "token_invalid" {
                     self.token = None;

@@ -1876,3 +1876,129 @@ fn without_adaptive_heartbeat_an_sse_idle_cutoff_only_says_what_to_change() {
     assert!(h.error_messages()[1].contains("make the server send heartbeats more often"));
     assert!(!h.last_conn().2.contains("heartbeat="));
 }
+
+// ----- bad batch entries (issue 12, point 4) ---------------------------------------------------
+// Kept in their own block: the rest of this file is being edited concurrently.
+
+mod bad_batch_entries {
+    use super::super::decode::decode_text;
+    use super::super::harness::{opts, H};
+    use super::super::*;
+    use serde_json::Value;
+
+    /// A poll body or WebSocket frame through the real decoder, as the web layer feeds it.
+    fn body(h: &mut H, c: ConnId, text: &str) {
+        let input = match decode_text::<Value>(text, &Interop::default(), 1 << 20) {
+            Ok(items) => Input::Items { conn: c, items },
+            Err(error) => Input::BadFrame { conn: c, error },
+        };
+        h.input(input);
+    }
+
+    fn polling() -> H {
+        let mut o = opts();
+        o.transports = vec![Transport::Polling];
+        H::started(o)
+    }
+
+    #[test]
+    fn a_poll_batch_delivers_its_good_events_reports_each_bad_entry_and_the_next_poll_starts_after_it(
+    ) {
+        let mut h = polling();
+        let (p, _, _) = h.last_conn();
+        h.opened(p);
+        body(
+            &mut h,
+            p,
+            r#"[{"id":1,"type":"t","data":1}, 7, {"id":2,"type":"t","data":2}, {"id":3,"type":5}]"#,
+        );
+        assert_eq!(h.delivered(), ["1", "2"]);
+        assert_eq!(
+            h.errors(),
+            [ErrorCode::BadFrame, ErrorCode::BadFrame],
+            "one typed error per bad entry"
+        );
+        let m = h.error_messages();
+        assert!(m[0].contains("not an event object"), "{}", m[0]);
+        assert!(m[1].contains("`type`"), "{}", m[1]);
+        assert_eq!(
+            h.e.snapshot().cursor.as_deref(),
+            Some("3"),
+            "the bad entry's id moves the cursor past it"
+        );
+        assert_eq!(h.status(), Status::Connected);
+        let opens = h.opens.len();
+        h.closed(p, None);
+        assert_eq!(h.opens.len(), opens + 1, "the next poll starts at once");
+        let (p2, _, url) = h.last_conn();
+        assert!(url.contains("since=3"), "{url}");
+        h.opened(p2);
+        body(&mut h, p2, r#"[{"id":4,"type":"t","data":4}]"#);
+        assert_eq!(h.delivered(), ["1", "2", "4"]);
+        assert_eq!(h.errors().len(), 2, "nothing reported again");
+    }
+
+    #[test]
+    fn a_bad_entry_replayed_at_or_below_the_cursor_is_not_reported_again() {
+        let mut h = polling();
+        let (p, _, _) = h.last_conn();
+        h.opened(p);
+        body(
+            &mut h,
+            p,
+            r#"{"events":[{"id":"5-0","type":5}],"cursor":"5-0"}"#,
+        );
+        assert_eq!(h.errors(), [ErrorCode::BadFrame]);
+        assert_eq!(h.e.snapshot().cursor.as_deref(), Some("5-0"));
+        h.closed(p, None);
+        let (p2, _, _) = h.last_conn();
+        h.opened(p2);
+        // A server that ignores `since` sends it again with a new event.
+        body(
+            &mut h,
+            p2,
+            r#"{"events":[{"id":"5-0","type":5},{"id":"6-0","type":"t","data":6}],"cursor":"6-0"}"#,
+        );
+        assert_eq!(h.delivered(), ["6-0"]);
+        assert_eq!(h.errors(), [ErrorCode::BadFrame]);
+    }
+
+    #[test]
+    fn a_poll_answer_with_nothing_usable_is_retried_with_backoff_not_at_once() {
+        let mut h = polling();
+        let (p, _, _) = h.last_conn();
+        h.opened(p);
+        h.events_on(p, &["1"]);
+        h.closed(p, None);
+        for page in ["[1, \"x\"]", "<html><body>502 Bad Gateway</body></html>"] {
+            let (p, _, url) = h.last_conn();
+            assert!(url.contains("since=1"), "{url}");
+            h.opened(p);
+            let opens = h.opens.len();
+            body(&mut h, p, page);
+            assert_eq!(h.errors().last(), Some(&ErrorCode::BadFrame), "{page}");
+            assert!(!h.is_open(p));
+            assert_eq!(h.opens.len(), opens, "{page}: no new poll at once");
+            let at = h.e.snapshot().next_retry_at.expect("a retry is planned");
+            assert!(at > h.now, "{page}");
+            h.advance(at - h.now);
+        }
+        assert_eq!(h.errors().len(), 2, "one error per bad answer");
+    }
+
+    #[test]
+    fn a_websocket_frame_holding_a_batch_with_a_bad_entry_delivers_the_rest_on_the_same_socket() {
+        let mut h = H::started(opts());
+        let ws = h.connect_last();
+        body(
+            &mut h,
+            ws,
+            r#"[{"id":"1","type":"t","data":1}, null, {"id":"2","type":"t","data":2}]"#,
+        );
+        assert_eq!(h.delivered(), ["1", "2"]);
+        assert_eq!(h.errors(), [ErrorCode::BadFrame]);
+        assert!(h.error_messages()[0].contains("skipped"));
+        assert!(h.is_open(ws), "the socket stays");
+        assert_eq!(h.opens.len(), 1);
+    }
+}

@@ -166,6 +166,14 @@ pub enum Item<D> {
         size: usize,
         limit: usize,
     },
+    /// An entry of a batch (a poll body, a WebSocket frame holding an array) that does not
+    /// decode: not an object, or a field of the wrong type. The good entries around it are
+    /// delivered; it is reported, and when its `id` could still be read the cursor moves
+    /// past it, so the next poll does not fetch it again and again.
+    Malformed {
+        id: Option<String>,
+        error: FrameError,
+    },
 }
 
 /// Everything that can happen to the engine. Connection-scoped inputs carry the
