@@ -205,6 +205,22 @@ fn decode_batch<V: JsonValue>(
     }
 }
 
+/// Whether an SSE response's `Content-Type` (`None`: absent) announces an event stream.
+/// WHATWG: its essence (before any `;` parameter, trimmed, any case) must be
+/// `text/event-stream`; anything else fails the connection (a `text/html` login page or
+/// captive portal must not be parsed as events).
+pub fn check_event_stream(content_type: Option<&str>) -> Result<(), FrameError> {
+    let t = content_type.unwrap_or("");
+    let essence = t.split(';').next().unwrap_or("");
+    let essence = essence.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n');
+    if essence.eq_ignore_ascii_case("text/event-stream") {
+        return Ok(());
+    }
+    Err(FrameError::NotEventStream {
+        content_type: Some(t.trim().into()),
+    })
+}
+
 /// Decodes a WebSocket text frame or a poll body: checks the size, recognises a plain-text
 /// pong (`pong`) or heartbeat, parses JSON, then [`decode_frame`].
 pub fn decode_text<V: JsonValue>(
@@ -568,6 +584,36 @@ pub(crate) mod tests {
             decode_text::<Value>(r#"{"events":{"id":1}}"#, &io(), 1 << 20).unwrap_err(),
             FrameError::BadField("events")
         );
+    }
+
+    #[test]
+    fn only_a_text_event_stream_content_type_is_an_event_stream() {
+        for ok in [
+            "text/event-stream",
+            "text/event-stream; charset=utf-8",
+            "Text/Event-Stream;charset=UTF-8",
+            " text/event-stream ",
+            "text/event-stream\t;foo=bar",
+        ] {
+            assert_eq!(check_event_stream(Some(ok)), Ok(()), "{ok}");
+        }
+        for (bad, named) in [
+            ("text/html; charset=utf-8", "`text/html; charset=utf-8`"),
+            ("application/json", "`application/json`"),
+            ("text/event-streams", "`text/event-streams`"),
+            (
+                "text/plain, text/event-stream",
+                "`text/plain, text/event-stream`",
+            ),
+            ("", "no Content-Type"),
+        ] {
+            let e = check_event_stream(Some(bad)).unwrap_err();
+            assert_eq!(e.code(), crate::engine::ErrorCode::HttpError);
+            assert!(e.describe().contains(named), "{}", e.describe());
+            assert!(e.describe().contains("text/event-stream"));
+        }
+        let e = check_event_stream(None).unwrap_err();
+        assert!(e.describe().contains("no Content-Type"), "{}", e.describe());
     }
 
     #[test]

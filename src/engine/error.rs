@@ -39,7 +39,7 @@ pub enum ErrorCode {
     OpenTimeout,
     /// The request failed without an HTTP status (DNS, refused, CORS, mixed content…).
     NetworkError,
-    /// Another unexpected HTTP status.
+    /// Another unexpected HTTP status, or an SSE answer that is not `text/event-stream`.
     HttpError,
     /// The server sent an `error` frame.
     ServerError,
@@ -138,6 +138,11 @@ pub enum FrameError {
     TooLarge { size: usize, limit: usize },
     /// A binary frame where text was expected.
     Binary,
+    /// An SSE response that is not an event stream: a `Content-Type` other than
+    /// `text/event-stream` (a login page, a captive portal), or `None` when the browser's
+    /// `EventSource` failed the connection without saying why (it does on a wrong type or
+    /// status, as WHATWG says). The attempt fails and the ladder moves on.
+    NotEventStream { content_type: Option<String> },
 }
 
 impl FrameError {
@@ -166,6 +171,23 @@ impl FrameError {
             FrameError::Binary => {
                 "the server sent a binary frame; Holdfast expects JSON text".into()
             }
+            FrameError::NotEventStream {
+                content_type: Some(t),
+            } => {
+                let mut s = if t.is_empty() {
+                    String::from("the SSE response has no Content-Type")
+                } else {
+                    let mut s = String::from("the SSE response is `");
+                    s.push_str(t);
+                    s.push('`');
+                    s
+                };
+                s.push_str(", not `text/event-stream`: a login page, a captive portal or a proxy answered instead of the event stream");
+                s
+            }
+            FrameError::NotEventStream { content_type: None } => {
+                "EventSource failed the connection: the answer was not a 200 `text/event-stream` (an HTTP error status, another content type such as a login page, or a CORS refusal; EventSource does not say which)".into()
+            }
         }
     }
 
@@ -173,6 +195,8 @@ impl FrameError {
     pub fn code(&self) -> ErrorCode {
         match self {
             FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+            // Not a frame at all: the HTTP answer was not what was asked for.
+            FrameError::NotEventStream { .. } => ErrorCode::HttpError,
             _ => ErrorCode::BadFrame,
         }
     }

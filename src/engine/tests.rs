@@ -2002,3 +2002,52 @@ mod bad_batch_entries {
         assert_eq!(h.opens.len(), 1);
     }
 }
+
+// ----- an SSE answer that is not an event stream (issue 12, point 4) ------------------------
+
+mod sse_content_type {
+    use super::super::decode::check_event_stream;
+    use super::super::harness::{opts, H};
+    use super::super::*;
+
+    #[test]
+    fn an_sse_answer_that_is_not_an_event_stream_fails_the_attempt_naming_its_type_and_the_ladder_moves_on(
+    ) {
+        let mut o = opts();
+        o.transports = vec![Transport::Sse, Transport::Polling];
+        let mut h = H::started(o);
+        let (sse, t, _) = h.last_conn();
+        assert_eq!(t, Transport::Sse);
+        // What the fetch-stream adapter sends for a `200 text/html` instead of `Opened`.
+        let error = check_event_stream(Some("text/html; charset=utf-8")).unwrap_err();
+        h.input(Input::BadFrame { conn: sse, error });
+        assert_eq!(h.errors(), [ErrorCode::HttpError]);
+        let m = &h.error_messages()[0];
+        assert!(m.contains("`text/html; charset=utf-8`"), "{m}");
+        assert!(m.contains("text/event-stream"), "{m}");
+        assert!(!h.is_open(sse));
+        let (p, t, _) = h.last_conn();
+        assert_eq!(t, Transport::Polling, "the next rung");
+        h.opened(p);
+        h.events_on(p, &["1"]);
+        assert_eq!(h.delivered(), ["1"]);
+        assert_eq!(h.e.snapshot().transport, Some(Transport::Polling));
+    }
+
+    #[test]
+    fn an_eventsource_that_failed_the_connection_is_an_http_error_and_the_ladder_moves_on() {
+        let mut o = opts();
+        o.transports = vec![Transport::Sse, Transport::Polling];
+        let mut h = H::started(o);
+        let (sse, t, _) = h.last_conn();
+        assert_eq!(t, Transport::Sse);
+        // What the EventSource adapter sends when the browser failed the connection.
+        h.input(Input::BadFrame {
+            conn: sse,
+            error: FrameError::NotEventStream { content_type: None },
+        });
+        assert_eq!(h.errors(), [ErrorCode::HttpError]);
+        assert!(h.error_messages()[0].contains("EventSource"));
+        assert_eq!(h.last_conn().1, Transport::Polling);
+    }
+}

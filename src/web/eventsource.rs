@@ -3,12 +3,16 @@
 //! delivers named events someone listens for: it listens to unnamed (`message`) events,
 //! the protocol's control events, and the event types the app lists. Its own automatic
 //! reconnection is defeated: the first `error` is reported as a close and the engine
-//! decides what happens next. Dropping the adapter closes the source.
+//! decides what happens next; when the browser failed the connection before it opened (a
+//! wrong status or content type), as [`FrameError::NotEventStream`], an `http_error`.
+//! Dropping the adapter closes the source.
 
 use super::json::Decoder;
 use super::Sink;
 use crate::engine::sse::SseEvent;
-use crate::engine::{ConnId, Input};
+use crate::engine::{ConnId, FrameError, Input};
+use std::cell::Cell;
+use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{Event, EventSource, MessageEvent};
@@ -27,7 +31,7 @@ impl EsConn {
         conn: ConnId,
         url: &str,
         types: &[String],
-        dec: std::rc::Rc<Decoder>,
+        dec: Rc<Decoder>,
         sink: Sink,
     ) -> Result<EsConn, String> {
         let es = EventSource::new(url).map_err(|e| super::js_error_message(&e))?;
@@ -35,22 +39,39 @@ impl EsConn {
             es,
             listeners: Vec::new(),
         };
-        let s = sink.clone();
-        me.on("open", move |_| s(Input::Opened { conn }));
+        let opened = Rc::new(Cell::new(false));
+        let (s, o) = (sink.clone(), opened.clone());
+        me.on("open", move |_| {
+            o.set(true);
+            s(Input::Opened { conn })
+        });
         let s = sink.clone();
         let d = dec.clone();
         // The server's `event: error` frames are MessageEvents; connection errors are not.
-        me.on("error", move |e| match e.dyn_into::<MessageEvent>() {
-            Ok(m) => {
-                for input in d.sse_inputs(conn, vec![to_sse(&m, "error")]) {
-                    s(input)
+        me.on("error", move |e| {
+            // Closed before it opened: the browser failed the connection, which WHATWG does
+            // on a status other than 200 or a type other than `text/event-stream` (and
+            // browsers on a CORS refusal), not on a network error (it would retry those).
+            let failed = e
+                .target()
+                .and_then(|t| t.dyn_into::<EventSource>().ok())
+                .is_some_and(|es| es.ready_state() == EventSource::CLOSED);
+            match e.dyn_into::<MessageEvent>() {
+                Ok(m) => {
+                    for input in d.sse_inputs(conn, vec![to_sse(&m, "error")]) {
+                        s(input)
+                    }
                 }
+                Err(_) if failed && !opened.get() => s(Input::BadFrame {
+                    conn,
+                    error: FrameError::NotEventStream { content_type: None },
+                }),
+                Err(_) => s(Input::Closed {
+                    conn,
+                    code: None,
+                    reason: String::from("EventSource error (no status is exposed)"),
+                }),
             }
-            Err(_) => s(Input::Closed {
-                conn,
-                code: None,
-                reason: String::from("EventSource error (no status is exposed)"),
-            }),
         });
         for name in CONTROL
             .iter()

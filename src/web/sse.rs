@@ -1,12 +1,15 @@
 //! SSE over `fetch` with a streamed body, parsed by the engine's WHATWG SSE parser. Unlike
 //! `EventSource` this sends `Authorization` and `Last-Event-ID` headers, reports the HTTP
 //! status of a refusal, and reports raw byte arrival ([`Input::Activity`]) so the engine
-//! can tell a buffering proxy (headers, then nothing) from a quiet stream.
+//! can tell a buffering proxy (headers, then nothing) from a quiet stream. A 200 whose
+//! `Content-Type` is not `text/event-stream` is reported as [`Input::BadFrame`]
+//! ([`crate::engine::FrameError::NotEventStream`]) instead of [`Input::Opened`].
 //! Dropping the adapter aborts the request; the reading task then stops silently.
 
 use super::http::{self, Task};
 use super::json::Decoder;
 use super::Sink;
+use crate::engine::decode::check_event_stream;
 use crate::engine::sse::{SseEvent, SseParser};
 use crate::engine::{ConnId, Input};
 use js_sys::{Reflect, Uint8Array};
@@ -46,6 +49,13 @@ impl SseConn {
             else {
                 return;
             };
+            // WHATWG: anything but `text/event-stream` fails the connection (a `text/html`
+            // 200 is a login page or a captive portal, not events). The engine decides what
+            // follows (the next rung); the task is dropped with the connection.
+            let content_type = resp.headers().get("content-type").ok().flatten();
+            if let Err(error) = check_event_stream(content_type.as_deref()) {
+                return sink(Input::BadFrame { conn, error });
+            }
             let Some(reader) = resp.body().and_then(|b| {
                 b.get_reader()
                     .dyn_into::<ReadableStreamDefaultReader>()
