@@ -14,9 +14,16 @@
 //!
 //! `HOLDFAST_SIM_SEED=<n>` replays one schedule (with a trace); `HOLDFAST_SIM_SCHEDULES=<n>`
 //! changes how many run (default 10,000); `HOLDFAST_SIM_OFFSET=<n>` starts at another seed.
+//!
+//! A seed is a replay: the model's state is in ordered maps and every choice it makes is a
+//! draw from the seeded generator, so the same seed gives the same trace in any process.
+//! `simulation_replays_the_same_trace_in_another_process` checks it on 300 seeds against a
+//! second run of the test binary.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+// Ordered maps and sets only: the model picks conns and draws random numbers in their
+// iteration order, and a hash map's order changes per process (the replay test below).
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use super::util::Rng;
 use super::*;
@@ -87,14 +94,17 @@ enum Ev {
 struct Sim {
     seed: u64,
     trace: bool,
+    /// FNV-1a over every engine input and output, in order (the trace's lines), when asked.
+    digest: Option<u64>,
     rng: Rng,
     e: Engine<u32>,
     now: Millis,
     seq: u64,
     queue: BinaryHeap<Reverse<(Millis, u64)>>,
-    evs: HashMap<u64, Ev>,
-    conns: HashMap<ConnId, SConn>,
-    modes: HashMap<Transport, Mode>,
+    evs: BTreeMap<u64, Ev>,
+    conns: BTreeMap<ConnId, SConn>,
+    /// The fault mode of each rung, by `rung_index`.
+    modes: [Mode; 3],
     broken_forever: Option<Transport>,
     faults_until: Millis,
     publish_until: Millis,
@@ -104,22 +114,31 @@ struct Sim {
     style: IdStyle,
     retain: usize,
     log: Vec<String>,
-    id_pos: HashMap<String, usize>,
+    id_pos: BTreeMap<String, usize>,
     published_started: bool,
     // Checks.
     delivered: Vec<usize>,
     gap_pending: bool,
     gaps: usize,
     last_source: Option<ConnId>,
-    engine_closed: HashSet<ConnId>,
-    peer_closed: HashSet<ConnId>,
+    engine_closed: BTreeSet<ConnId>,
+    peer_closed: BTreeSet<ConnId>,
     sent: Vec<String>,
     received: Vec<String>,
-    received_set: HashSet<String>,
+    received_set: BTreeSet<String>,
     acked: Vec<String>,
     last_retry: Option<Millis>,
     opts: Options,
     steps: u64,
+}
+
+/// A fixed index per transport (`Transport` has no order of its own).
+fn rung_index(t: Transport) -> usize {
+    match t {
+        Transport::WebSocket => 0,
+        Transport::Sse => 1,
+        Transport::Polling => 2,
+    }
 }
 
 fn latency(rng: &mut Rng) -> u64 {
@@ -178,14 +197,15 @@ impl Sim {
         let mut s = Sim {
             seed,
             trace,
+            digest: None,
             rng,
             e,
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
-            evs: HashMap::new(),
-            conns: HashMap::new(),
-            modes: HashMap::new(),
+            evs: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            modes: [Mode::Ok; 3],
             broken_forever,
             faults_until,
             publish_until: faults_until + 60_000,
@@ -195,17 +215,17 @@ impl Sim {
             style,
             retain,
             log: Vec::new(),
-            id_pos: HashMap::new(),
+            id_pos: BTreeMap::new(),
             published_started: false,
             delivered: Vec::new(),
             gap_pending: false,
             gaps: 0,
             last_source: None,
-            engine_closed: HashSet::new(),
-            peer_closed: HashSet::new(),
+            engine_closed: BTreeSet::new(),
+            peer_closed: BTreeSet::new(),
             sent: Vec::new(),
             received: Vec::new(),
-            received_set: HashSet::new(),
+            received_set: BTreeSet::new(),
             acked: Vec::new(),
             last_retry: None,
             opts,
@@ -231,6 +251,22 @@ impl Sim {
             "simulation seed {} failed at t={} ms: {}\nreplay: HOLDFAST_SIM_SEED={} cargo test -p holdfast simulation -- --nocapture",
             self.seed, self.now, what, self.seed
         );
+    }
+
+    /// One line of the trace: printed when tracing, and folded into the digest.
+    fn note(&mut self, dir: &str, what: &dyn std::fmt::Debug) {
+        if !self.trace && self.digest.is_none() {
+            return;
+        }
+        let line = format!("{:>7} {dir} {what:?}\n", self.now);
+        if self.trace {
+            print!("{line}");
+        }
+        if let Some(d) = &mut self.digest {
+            for b in line.bytes() {
+                *d = (*d ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3);
+            }
+        }
     }
 
     fn at(&mut self, t: Millis, ev: Ev) {
@@ -271,7 +307,7 @@ impl Sim {
         if !self.in_faults() {
             return Mode::Ok;
         }
-        *self.modes.get(&t).unwrap_or(&Mode::Ok)
+        self.modes[rung_index(t)]
     }
 
     fn reroll_faults(&mut self) {
@@ -287,7 +323,7 @@ impl Sim {
                 7 if t != Transport::Polling => Mode::Stall,
                 _ => Mode::Ok,
             };
-            self.modes.insert(t, m);
+            self.modes[rung_index(t)] = m;
         }
     }
 
@@ -785,15 +821,11 @@ impl Sim {
         let is_online = matches!(input, Input::Online);
         let (before_retry, before_status) =
             (self.e.snapshot().next_retry_at, self.e.snapshot().status);
-        if self.trace {
-            println!("{:>7} -> {:?}", self.now, input);
-        }
+        self.note("->", &input);
         self.e.handle(input, self.now);
         let mut opened = false;
         while let Some(out) = self.e.poll_output() {
-            if self.trace {
-                println!("{:>7} <- {:?}", self.now, out);
-            }
+            self.note("<-", &out);
             match out {
                 Output::Command(c) => {
                     if matches!(c, Command::Open { .. }) {
@@ -1089,6 +1121,83 @@ fn run_one(seed: u64, trace: bool) -> (u64, usize, usize) {
     let mut s = Sim::new(seed, trace);
     s.run();
     (s.steps, s.delivered.len(), s.gaps)
+}
+
+/// Runs one schedule; returns the digest of its whole trace (every engine input and
+/// output, in order, with its time) and of what it delivered.
+fn trace_digest(seed: u64) -> u64 {
+    let mut s = Sim::new(seed, false);
+    s.digest = Some(0xCBF2_9CE4_8422_2325);
+    s.run();
+    let summary = (s.steps, s.delivered.len(), s.gaps);
+    s.note("=", &summary);
+    s.digest.expect("set above")
+}
+
+/// Seeds the replay test runs in two processes (they include 1007, 1010, 1011 and 1018,
+/// which replayed differently while the model kept its state in hash maps).
+const REPLAY_SEEDS: std::ops::Range<u64> = 1_000..1_300;
+/// Set in the child process of the replay test: it prints its digests instead of comparing.
+const REPLAY_CHILD: &str = "HOLDFAST_SIM_REPLAY_CHILD";
+
+/// A schedule replays: the same seed gives the same trace in another process (hash maps
+/// iterate in a per-process random order, so an order taken from one would show here).
+#[test]
+fn simulation_replays_the_same_trace_in_another_process() {
+    let here: Vec<(u64, u64)> = REPLAY_SEEDS.map(|s| (s, trace_digest(s))).collect();
+    if std::env::var_os(REPLAY_CHILD).is_some() {
+        for (seed, d) in &here {
+            println!("sim-digest {seed} {d:016x}");
+        }
+        return;
+    }
+    // The test's own name as the harness knows it (without the crate name).
+    let full = concat!(module_path!(), "::simulation_replays_the_same_trace_in_another_process");
+    let name = full.split_once("::").map_or(full, |(_, rest)| rest);
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(REPLAY_CHILD, "1")
+        .output()
+        .expect("the test binary runs again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the replay process failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let there: Vec<(u64, u64)> = stdout
+        .lines()
+        .filter_map(|l| {
+            // The harness may print its own words before the first line.
+            let at = l.find("sim-digest ")?;
+            let mut w = l[at + "sim-digest ".len()..].split(' ');
+            let seed = w.next()?.parse().ok()?;
+            let d = u64::from_str_radix(w.next()?, 16).ok()?;
+            Some((seed, d))
+        })
+        .collect();
+    assert_eq!(
+        there.len(),
+        here.len(),
+        "the replay process printed {} digests, not {}:\n{stdout}",
+        there.len(),
+        here.len()
+    );
+    let differ: Vec<u64> = here
+        .iter()
+        .zip(&there)
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a.0)
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{} of {} seeds gave another trace in another process: {differ:?}",
+        differ.len(),
+        here.len()
+    );
+    println!("replay: {} seeds, the same trace in two processes", here.len());
 }
 
 #[test]
