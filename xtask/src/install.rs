@@ -126,6 +126,45 @@ pub fn ensure_cargo_fuzz() -> Result<(), String> {
     run(Command::new("cargo").args(["install", "cargo-fuzz", "--force", "--version", VERSION]))
 }
 
+/// The seed-compatible test backend (tests/backends/seed_fastapi, FastAPI on uvicorn) that
+/// the end-to-end suite drives: a venv under the cargo target dir (`seed-backend-venv`, so
+/// `CARGO_TARGET_DIR` moves it too) with the pinned requirements from PyPI. Skipped when
+/// the venv's stamp (a copy of the requirements it was installed from) matches. Returns
+/// the venv's python; tests/e2e/existing_backends.test.mjs finds it at the same place.
+pub fn ensure_seed_backend(ctx: &Ctx) -> Result<PathBuf, String> {
+    let requirements = ctx
+        .root
+        .join("tests/backends/seed_fastapi/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements)
+        .map_err(|e| format!("cannot read {}: {e}", requirements.display()))?;
+    let venv = ctx.target_dir.join("seed-backend-venv");
+    let python = venv.join("bin/python");
+    let stamp = venv.join("installed-requirements.txt");
+    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted) {
+        return Ok(python);
+    }
+    if !python.exists() {
+        step(&format!("python3 -m venv {}", venv.display()));
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    step(&format!(
+        "pip install -r {} (the seed-compatible test backend)",
+        requirements.display()
+    ));
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements))?;
+    std::fs::write(&stamp, &wanted).map_err(|e| format!("{}: {e}", stamp.display()))?;
+    Ok(python)
+}
+
 /// `npm ci` when node_modules is missing or older than the lock file.
 fn ensure_npm_packages(dir: &Path) -> Result<(), String> {
     let lock = dir.join("package-lock.json");

@@ -206,6 +206,7 @@ fn e2e_suite(ctx: &Ctx) -> Result<Counts, String> {
     let report = crate::package::run(&ctx.root, &ctx.target_dir)?;
     let server_bin = procs::build_server(ctx, false)?;
     let proxy_bin = procs::build_fault_proxy(ctx)?;
+    let _ = install::ensure_seed_backend(ctx).map_err(|e| eprintln!("seed backend: {e}"));
     let mut cmd = Command::new("node");
     cmd.args(["--test", "--test-reporter=tap", "--test-concurrency=1"])
         .arg(ctx.root.join("tests/e2e"))
