@@ -14,7 +14,7 @@
 mod browser_common;
 
 use browser_common::*;
-use holdfast::engine::{ConnId, Input, Item, MessageId};
+use holdfast::engine::{ConnId, FrameError, Input, Interop, Item, MessageId};
 use holdfast::web::eventsource::EsConn;
 use holdfast::web::poll::PollConn;
 use holdfast::web::sse::SseConn;
@@ -338,4 +338,179 @@ async fn upstream_post_is_acknowledged_and_a_repeat_is_acknowledged_again() {
             other => panic!("unexpected {:?}", other),
         }
     }
+}
+
+// ----- bad batch entries, the size limit per event, SSE content types (issue 12) -------------
+
+/// A `data:` URL: `fetch` answers it with status 200, `Content-Type: mime` and `body`, which
+/// lets these tests serve what the reference server never sends.
+fn data_url(mime: &str, body: &str) -> String {
+    format!(
+        "data:{},{}",
+        mime,
+        String::from(js_sys::encode_uri_component(body))
+    )
+}
+
+async fn finished_poll(
+    url: &str,
+    dec: std::rc::Rc<holdfast::web::json::Decoder>,
+) -> Vec<Input<wasm_bindgen::JsValue>> {
+    let rec = Recorder::new();
+    let _p = PollConn::open(C, url, None, dec, rec.sink());
+    rec.wait_for("the poll to finish", |inputs| {
+        inputs.iter().any(|i| matches!(i, Input::Closed { .. }))
+    })
+    .await;
+    rec.take()
+}
+
+#[wasm_bindgen_test]
+async fn poll_adapter_delivers_the_good_events_of_a_batch_and_reports_each_bad_entry_in_its_place()
+{
+    let body = r#"{"events":[{"id":"1","type":"tick","data":{"seq":1}}, 7,
+        {"id":"3","type":5}, {"id":"4","type":"tick","data":{"seq":4}}], "cursor":"4"}"#;
+    let inputs = finished_poll(&data_url("application/json", body), decoder()).await;
+    assert!(
+        !inputs.iter().any(|i| matches!(i, Input::BadFrame { .. })),
+        "the batch is not rejected whole: {:?}",
+        kinds(&inputs)
+    );
+    let got = items(&inputs);
+    assert_eq!(got.len(), 5, "{:?}", kinds(&inputs));
+    assert!(matches!(&got[0], Item::Event { id: Some(i), .. } if i == "1"));
+    assert!(matches!(
+        &got[1],
+        Item::Malformed {
+            id: None,
+            error: FrameError::NotAnObject
+        }
+    ));
+    assert!(matches!(
+        &got[2],
+        Item::Malformed { id: Some(i), error: FrameError::BadField("type") } if i == "3"
+    ));
+    assert!(matches!(&got[3], Item::Event { id: Some(i), .. } if i == "4"));
+    assert!(matches!(&got[4], Item::Hello { .. }));
+}
+
+#[wasm_bindgen_test]
+async fn poll_adapter_applies_the_size_limit_per_event_not_to_the_body() {
+    let dec = std::rc::Rc::new(holdfast::web::json::Decoder {
+        interop: Interop::default(),
+        max_bytes: 256,
+    });
+    let mut entries: Vec<String> = (1..=20)
+        .map(|n| format!(r#"{{"id":"{n}","type":"tick","data":{{"seq":{n}}}}}"#))
+        .collect();
+    entries.insert(
+        10,
+        format!(
+            r#"{{"id":"99","type":"tick","data":{{"pad":"{}"}}}}"#,
+            "x".repeat(400)
+        ),
+    );
+    let body = format!("[{}]", entries.join(","));
+    assert!(body.len() > 4 * 256, "the body is well over the limit");
+    let inputs = finished_poll(&data_url("application/json", &body), dec).await;
+    assert!(
+        !inputs.iter().any(|i| matches!(i, Input::BadFrame { .. })),
+        "{:?}",
+        kinds(&inputs)
+    );
+    assert_eq!(
+        events(&inputs).iter().map(|e| e.2).collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<_>>(),
+        "every event under the limit is delivered"
+    );
+    let too_large: Vec<_> = items(&inputs)
+        .into_iter()
+        .filter(|i| matches!(i, Item::TooLarge { .. }))
+        .collect();
+    assert!(
+        matches!(&too_large[..], [Item::TooLarge { id: Some(i), limit: 256, .. }] if i == "99"),
+        "{:?}",
+        too_large
+    );
+}
+
+#[wasm_bindgen_test]
+async fn fetch_sse_adapter_fails_a_200_that_is_not_an_event_stream_naming_its_type() {
+    let rec = Recorder::new();
+    let page = "<html><body>Sign in to the Wi-Fi</body></html>\n\ndata: {}\n\n";
+    let _sse = SseConn::open(
+        C,
+        &data_url("text/html;charset=utf-8", page),
+        None,
+        None,
+        decoder(),
+        rec.sink(),
+    );
+    rec.wait_for("the outcome", |inputs| !inputs.is_empty())
+        .await;
+    sleep(200).await;
+    let inputs = rec.take();
+    assert_eq!(inputs.len(), 1, "{:?}", kinds(&inputs));
+    assert!(
+        matches!(
+            &inputs[0],
+            Input::BadFrame {
+                error: FrameError::NotEventStream { content_type: Some(t) },
+                ..
+            } if t.to_ascii_lowercase().starts_with("text/html")
+        ),
+        "{:?}",
+        kinds(&inputs)
+    );
+}
+
+#[wasm_bindgen_test]
+async fn fetch_sse_adapter_accepts_an_event_stream_with_parameters() {
+    let rec = Recorder::new();
+    let stream = "id: 1\nevent: tick\ndata: {\"seq\":1}\n\n";
+    let _sse = SseConn::open(
+        C,
+        &data_url("Text/Event-Stream;charset=UTF-8", stream),
+        None,
+        None,
+        decoder(),
+        rec.sink(),
+    );
+    rec.wait_for("the end of the stream", |inputs| {
+        inputs.iter().any(|i| matches!(i, Input::Closed { .. }))
+    })
+    .await;
+    let inputs = rec.take();
+    assert!(
+        matches!(inputs[0], Input::Opened { .. }),
+        "{:?}",
+        kinds(&inputs)
+    );
+    assert_eq!(
+        events(&inputs).iter().map(|e| e.2).collect::<Vec<_>>(),
+        vec![1]
+    );
+}
+
+#[wasm_bindgen_test]
+async fn eventsource_adapter_reports_a_connection_the_browser_failed_as_not_an_event_stream() {
+    // The reference server's poll endpoint answers 200 `application/json`: EventSource fails
+    // the connection (WHATWG) without telling why.
+    let rec = Recorder::new();
+    let url = format!("{}&wait=0", http_url("poll", &fresh_topic("es-type"), None));
+    let _es = EsConn::open(C, &url, &[], decoder(), rec.sink()).unwrap();
+    rec.wait_for("the outcome", |inputs| !inputs.is_empty())
+        .await;
+    let inputs = rec.take();
+    assert!(
+        matches!(
+            inputs[0],
+            Input::BadFrame {
+                error: FrameError::NotEventStream { content_type: None },
+                ..
+            }
+        ),
+        "{:?}",
+        kinds(&inputs)
+    );
 }
