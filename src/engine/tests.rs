@@ -1327,11 +1327,11 @@ fn each_invalid_option_names_itself() {
         ("backoff.initialMs", Box::new(|o| o.backoff.initial_ms = 0)),
         ("backoff.maxMs", Box::new(|o| o.backoff.max_ms = 10)),
         (
-            "backoff.maxAttempts",
+            "maxAttempts",
             Box::new(|o| o.backoff.max_attempts = Some(0)),
         ),
         (
-            "heartbeat.pingIntervalMs",
+            "heartbeat.intervalMs",
             Box::new(|o| o.heartbeat.ping_interval_ms = 10),
         ),
         (
@@ -1343,7 +1343,7 @@ fn each_invalid_option_names_itself() {
             Box::new(|o| o.heartbeat.clock_jump_ms = 0),
         ),
         ("probe.initialMs", Box::new(|o| o.probe.initial_ms = 1)),
-        ("memory.ttlMs", Box::new(|o| o.memory.ttl_ms = 0)),
+        ("remember.ttlMs", Box::new(|o| o.memory.ttl_ms = 0)),
         (
             "polling.intervalMs",
             Box::new(|o| o.polling.interval_ms = 0),
