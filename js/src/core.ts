@@ -53,31 +53,61 @@ const fail = (option: string, what: string): never => {
 };
 const isObj = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
+const list = (xs: readonly string[]) => xs.map((x) => `'${x}'`).join(', ');
 
-function num(name: string, n: unknown, [min, max, int]: [number, number, boolean?]): number | undefined {
+// The option rules. The engine (src/engine/options.rs) applies the same ones to what it
+// reads, with the same names; they are written twice because createClient must throw
+// synchronously, before the wasm module has loaded. js/test/option-cases.json holds cases
+// that the JS tests and the engine's tests must both judge alike, so the two cannot drift.
+const DAY = 86_400_000;
+/** [least, most, whole numbers only] for every numeric option, by group ('' = top level). */
+type Range = [number, number, boolean?];
+const NUMBERS: Record<string, Record<string, Range>> = {
+  heartbeat: { intervalMs: [1000, DAY], timeoutMs: [100, DAY], maxMissed: [1, 1000, true], serverSilenceMs: [1000, DAY] },
+  backoff: { initialMs: [1, DAY], maxMs: [1, DAY], multiplier: [1, 100], jitter: [0, 1] },
+  polling: { waitMs: [0, 120_000], intervalMs: [1, DAY] },
+  timeouts: { openMs: [0, DAY], raceMs: [0, DAY], firstFrameMs: [0, DAY], sseFirstBytesMs: [0, DAY] },
+  probe: { initialMs: [1000, DAY], maxMs: [1000, 30 * DAY] },
+  remember: { ttlMs: [1, 365 * DAY] },
+  '': { maxAttempts: [1, 1e9, true], maxFrameBytes: [64, 2 ** 30, true], outboxLimit: [1, 1e6, true] },
+};
+/** The engine's defaults that cross-field rules compare against. */
+const DEFAULTS = { backoff: { initialMs: 500, maxMs: 30_000 }, probe: { initialMs: 30_000, maxMs: 600_000 } };
+const URL_KEYS = ['websocket', 'sse', 'polling', 'send'] as const;
+const INTEROP = [
+  'idField', 'typeField', 'dataField', 'eventsField', 'sinceParam', 'topicParam', 'tokenParam', 'waitParam',
+  'heartbeatParam', 'pingText', 'pongType', 'heartbeatType',
+] as const;
+/** The query parameters the client sets itself, topic first (the order of the engine's check). */
+const INTEROP_DEFAULTS: Record<string, string> = {
+  topicParam: 'topic', sinceParam: 'since', tokenParam: 'token', waitParam: 'wait', heartbeatParam: 'heartbeat',
+};
+const KNOWN = [
+  'url', 'topic', 'transports', 'urls', 'params', 'since', 'token', 'heartbeat', 'backoff', 'maxAttempts', 'polling',
+  'timeouts', 'probe', 'remember', 'eventSource', 'maxFrameBytes', 'outboxLimit', 'interop',
+];
+
+function num(name: string, n: unknown, [min, max, int]: Range): number | undefined {
   if (n === undefined) return undefined;
   if (typeof n !== 'number' || !Number.isFinite(n) || n < min || n > max || (int && !Number.isInteger(n)))
-    fail(name, `must be ${int ? 'an integer' : 'a number'} from ${min} to ${max}, got ${String(n)}`);
+    fail(name, `must be ${int ? 'an integer' : 'a number'} from ${min} to ${max}, got ${typeof n === 'string' ? JSON.stringify(n) : String(n)}`);
   return n as number;
 }
 
-function checkNumbers(
-  name: string,
-  v: unknown,
-  fields: Record<string, [number, number, boolean?]>,
-): Record<string, number> | undefined {
+/** An object of known names (or undefined), its numeric fields checked. */
+function group(name: string, v: unknown, known: readonly string[]): Record<string, unknown> | undefined {
   if (v === undefined) return undefined;
-  if (!isObj(v)) fail(name, 'must be an object');
-  const out: Record<string, number> = {};
-  for (const [k, n] of Object.entries(v as object)) {
-    if (!fields[k]) fail(`${name}.${k}`, `is not an option (known: ${Object.keys(fields).join(', ')})`);
-    const x = num(`${name}.${k}`, n, fields[k]!);
-    if (x !== undefined) out[k] = x;
+  if (!isObj(v)) fail(name, `must be an object of { ${known.join(', ')} }`);
+  const ranges = NUMBERS[name] ?? {};
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v as object)) {
+    if (!known.includes(k)) fail(`${name}.${k}`, `is not an option (known: ${known.join(', ')})`);
+    out[k] = ranges[k] ? num(`${name}.${k}`, x, ranges[k]!) : x;
   }
   return out;
 }
 
-/** The URL checks that can be made before the engine runs (it checks again, fully). */
+/** The URL checks that can be made before the engine runs (it resolves them again). */
 function checkUrl(name: string, v: string) {
   const page = typeof location === 'object' && location ? location : null;
   let u: URL;
@@ -89,98 +119,130 @@ function checkUrl(name: string, v: string) {
   }
   if (!/^(https?|wss?):$/.test(u.protocol))
     fail(name, `must use http:, https:, ws: or wss: (or be a path on this page's server), not ${u.protocol} in ${JSON.stringify(v)}`);
+  // The WHATWG parser forgives `http:host` and `http:///host`; the engine does not.
+  if (/^[a-z][a-z0-9+.-]*:/i.test(v.trim()) && !/^[a-z][a-z0-9+.-]*:\/\/[^/?#]/i.test(v.trim()))
+    fail(name, `has no host: write scheme://host/path, not ${JSON.stringify(v)}`);
   if (page?.protocol === 'https:' && /^(http|ws):$/.test(u.protocol))
     fail(name, `is not secure but the page is served over https: browsers block it (mixed content); use https:/wss: in ${JSON.stringify(v)}`);
 }
 
-const KNOWN = [
-  'url', 'transports', 'urls', 'params', 'since', 'token', 'heartbeat', 'backoff', 'polling',
-  'timeouts', 'probe', 'eventSource', 'maxFrameBytes', 'outboxLimit', 'remember', 'maxAttempts',
-];
-const DAY = 86_400_000;
+const str = (name: string, v: unknown, what = 'must be a non-empty string'): string => {
+  if (typeof v !== 'string' || !v) fail(name, what);
+  return v as string;
+};
 
-/** Checks the shape of the options synchronously (so `createClient` throws at once) and
- *  returns the plain object handed to the engine, which checks the values again. */
+/** Checks every option synchronously (so `createClient` throws at once, naming the option
+ *  as it is written here) and returns the plain object the engine reads
+ *  (`Options::from_js`): the same shape, with `token` reduced to `true`, `since` and the
+ *  `params` values as strings. */
 export function normalizeOptions(options: ClientOptions): Record<string, unknown> {
   if (!isObj(options)) throw new HoldfastError('invalid_option', 'createClient(options): options must be an object with at least { url }');
   const o = options as unknown as Record<string, unknown>;
   for (const k of Object.keys(o)) if (!KNOWN.includes(k)) fail(k, `is not an option (known: ${KNOWN.join(', ')})`);
-  if (typeof o.url !== 'string' || !o.url.trim()) fail('url', 'is required: the base URL or path of the realtime endpoints, e.g. "/realtime"');
-  checkUrl('url', o.url as string);
-  const out: Record<string, unknown> = { url: o.url };
+  const out: Record<string, unknown> = {};
+
+  let transports: string[] = ['websocket', 'sse', 'polling'];
   if (o.transports !== undefined) {
     const t = o.transports;
-    if (!Array.isArray(t) || !t.length) fail('transports', `must be a non-empty array of ${TRANSPORTS.map((x) => `'${x}'`).join(', ')}`);
+    if (!Array.isArray(t) || !t.length) fail('transports', `must be a non-empty array of ${list(TRANSPORTS)}`);
     for (const x of t as unknown[])
-      if (!TRANSPORTS.includes(x as TransportName)) fail('transports', `contains ${JSON.stringify(x)}; use ${TRANSPORTS.map((x) => `'${x}'`).join(', ')}`);
+      if (!TRANSPORTS.includes(x as TransportName)) fail('transports', `contains ${JSON.stringify(x)}; use ${list(TRANSPORTS)}`);
     if (new Set(t as unknown[]).size !== (t as unknown[]).length) fail('transports', 'lists a transport twice');
-    out.transports = [...(t as string[])];
+    out.transports = transports = [...(t as string[])];
   }
-  if (o.urls !== undefined) {
-    if (!isObj(o.urls)) fail('urls', 'must be an object like { websocket, sse, polling, send }');
-    const u: Record<string, string> = {};
-    for (const [k, v] of Object.entries(o.urls as object)) {
-      if (![...TRANSPORTS, 'send'].includes(k)) fail(`urls.${k}`, 'is not a rung; use websocket, sse, polling or send');
-      if (v === undefined) continue;
-      if (typeof v !== 'string' || !v) fail(`urls.${k}`, 'must be a non-empty string');
-      checkUrl(`urls.${k}`, v as string);
-      u[k] = v as string;
+  const urls = group('urls', o.urls, URL_KEYS) ?? {};
+  for (const [k, v] of Object.entries(urls)) {
+    if (v === undefined) {
+      delete urls[k];
+      continue;
     }
-    out.urls = u;
+    checkUrl(`urls.${k}`, str(`urls.${k}`, v, 'must be a non-empty URL or path'));
   }
+  if (o.urls !== undefined) out.urls = urls;
+  if (o.url === undefined || (typeof o.url === 'string' && !o.url.trim())) {
+    // Without a base every rung needs its own URL, and upstream POSTs need urls.send
+    // when SSE or polling may carry the session.
+    if (!transports.every((t) => urls[t]) || (transports.some((t) => t !== 'websocket') && !urls.send))
+      fail('url', 'is required: the base URL or path of the endpoints, e.g. "/realtime" (it may be left out only when `urls` gives every rung in `transports`, and `urls.send` when they include sse or polling)');
+  } else {
+    checkUrl('url', str('url', o.url, 'must be a string: the base URL or path of the endpoints, e.g. "/realtime"'));
+    out.url = o.url;
+  }
+
+  if (o.topic !== undefined) out.topic = str('topic', o.topic, "must be a non-empty string when given (leave it out for the server's default topic)");
+  if (o.since !== undefined && o.since !== null) {
+    const s = o.since;
+    if (!(typeof s === 'string' && s.trim()) && !(typeof s === 'number' && Number.isSafeInteger(s) && s >= 0))
+      fail('since', 'must be a non-empty event id (a string or a whole number) when given (leave it out to start from now)');
+    out.since = String(s);
+  }
+  if (o.token !== undefined) {
+    if (!(typeof o.token === 'string' && o.token) && typeof o.token !== 'function')
+      fail('token', 'must be a non-empty string or a function returning a token (or a promise of one)');
+    out.token = true;
+  }
+
+  const interop = group('interop', o.interop, INTEROP);
+  if (interop) {
+    for (const [k, v] of Object.entries(interop)) {
+      if (v === undefined) delete interop[k];
+      else str(`interop.${k}`, v, 'must be a non-empty string (leave it out for the default)');
+    }
+    out.interop = interop;
+  }
+  // The query parameters the client sets itself need distinct names (topic, cursor, …).
+  const param = (k: string) => (interop?.[k] as string | undefined) ?? INTEROP_DEFAULTS[k]!;
+  const paramKeys = Object.keys(INTEROP_DEFAULTS);
+  paramKeys.forEach((k, i) => {
+    const same = paramKeys.slice(0, i).find((j) => param(j) === param(k));
+    if (same) fail(`interop.${k}`, `is "${param(k)}", the same as interop.${same}: each query parameter needs its own name`);
+  });
   if (o.params !== undefined) {
     if (!isObj(o.params)) fail('params', 'must be an object of query parameters');
-    const p: [string, string][] = [];
+    const p: Record<string, string> = {};
     for (const [k, v] of Object.entries(o.params as object)) {
+      if (!k) fail('params', 'must not contain an empty parameter name');
       if (!['string', 'number', 'boolean'].includes(typeof v)) fail(`params.${k}`, 'must be a string, number or boolean');
-      p.push([k, String(v)]);
+      if (o.topic !== undefined && k === param('topicParam')) fail(`params.${k}`, 'repeats `topic`: give the topic once, as `topic`');
+      const own = paramKeys.slice(1).find((j) => param(j) === k);
+      if (own) fail(`params.${k}`, `is a parameter the client sets itself; remove it (to rename the client's parameter, set interop.${own})`);
+      p[k] = String(v);
     }
     out.params = p;
   }
-  if (o.since !== undefined && o.since !== null) {
-    if (typeof o.since !== 'string' && typeof o.since !== 'number') fail('since', 'must be an event id (string or number)');
-    out.since = String(o.since);
+
+  const heartbeat = group('heartbeat', o.heartbeat, ['intervalMs', 'timeoutMs', 'maxMissed', 'serverSilenceMs']);
+  if (heartbeat) out.heartbeat = heartbeat;
+  const backoff = group('backoff', o.backoff, ['initialMs', 'maxMs', 'multiplier', 'jitter']);
+  if (backoff) {
+    const b = { ...DEFAULTS.backoff, ...backoff } as { initialMs: number; maxMs: number };
+    if (b.maxMs < b.initialMs) fail('backoff.maxMs', `must be at least backoff.initialMs (${b.initialMs} ms), got ${b.maxMs}`);
+    out.backoff = backoff;
   }
-  if (o.token !== undefined && typeof o.token !== 'string' && typeof o.token !== 'function')
-    fail('token', 'must be a string or a function returning a token (or a promise of one)');
-  out.token = o.token !== undefined;
-  out.heartbeat = checkNumbers('heartbeat', o.heartbeat, {
-    intervalMs: [1000, DAY], timeoutMs: [100, DAY], maxMissed: [1, 1000, true], serverSilenceMs: [1000, DAY],
-  });
-  const h = out.heartbeat as Record<string, number> | undefined;
-  if (h && (h.timeoutMs ?? 5000) >= (h.intervalMs ?? 30000))
-    fail('heartbeat.timeoutMs', `must be less than heartbeat.intervalMs (${h.intervalMs ?? 30000} ms)`);
-  out.backoff = checkNumbers('backoff', o.backoff, {
-    initialMs: [1, DAY], maxMs: [1, DAY], multiplier: [1, 100], jitter: [0, 1],
-  });
-  const b = out.backoff as Record<string, number> | undefined;
-  if (b && b.initialMs !== undefined && b.maxMs !== undefined && b.maxMs < b.initialMs)
-    fail('backoff.maxMs', 'must be at least backoff.initialMs');
-  if (o.polling !== undefined) {
-    if (!isObj(o.polling)) fail('polling', 'must be an object');
-    const { pauseWhenHidden, ...rest } = o.polling as Record<string, unknown>;
-    if (pauseWhenHidden !== undefined && typeof pauseWhenHidden !== 'boolean') fail('polling.pauseWhenHidden', 'must be a boolean');
-    out.polling = { ...checkNumbers('polling', rest, { waitMs: [0, 120_000], intervalMs: [0, DAY] }), pauseWhenHidden };
+  const polling = group('polling', o.polling, ['waitMs', 'intervalMs', 'pauseWhenHidden']);
+  if (polling) {
+    if (polling.pauseWhenHidden !== undefined && typeof polling.pauseWhenHidden !== 'boolean') fail('polling.pauseWhenHidden', 'must be a boolean');
+    out.polling = polling;
   }
-  out.timeouts = checkNumbers('timeouts', o.timeouts, {
-    openMs: [0, DAY], raceMs: [0, DAY], firstFrameMs: [0, DAY], sseFirstBytesMs: [0, DAY],
-  });
-  // `false` turns the feature off; an object tunes it.
-  for (const [k, fields] of [
-    ['probe', { initialMs: [1000, DAY], maxMs: [1000, 30 * DAY] }],
-    ['remember', { ttlMs: [1, 365 * DAY] }],
-  ] as const) {
+  const timeouts = group('timeouts', o.timeouts, ['openMs', 'raceMs', 'firstFrameMs', 'sseFirstBytesMs']);
+  if (timeouts) out.timeouts = timeouts;
+  // `false` turns the feature off, `true` keeps the defaults, an object tunes it.
+  for (const [k, known] of [['probe', ['initialMs', 'maxMs']], ['remember', ['ttlMs']]] as const) {
     const v = o[k];
-    if (v === undefined || typeof v === 'boolean') out[k] = v;
-    else out[k] = checkNumbers(k, v, fields as unknown as Record<string, [number, number]>);
+    if (v === undefined) continue;
+    if (typeof v === 'boolean') out[k] = v;
+    else if (!isObj(v)) fail(k, `must be true, false or an object of { ${known.join(', ')} }`);
+    else out[k] = group(k, v, known);
+  }
+  if (isObj(out.probe)) {
+    const p = { ...DEFAULTS.probe, ...out.probe } as { initialMs: number; maxMs: number };
+    if (p.maxMs < p.initialMs) fail('probe.maxMs', `must be at least probe.initialMs (${p.initialMs} ms), got ${p.maxMs}`);
   }
   const es = o.eventSource;
   if (es !== undefined && typeof es !== 'boolean' && !(Array.isArray(es) && es.every((x) => typeof x === 'string')))
     fail('eventSource', 'must be true, false, or the list of event types to listen for');
-  out.eventSource = es;
-  out.maxFrameBytes = num('maxFrameBytes', o.maxFrameBytes, [64, 2 ** 30, true]);
-  out.outboxLimit = num('outboxLimit', o.outboxLimit, [1, 1e6, true]);
-  out.maxAttempts = num('maxAttempts', o.maxAttempts, [1, 1e9, true]);
+  if (es !== undefined) out.eventSource = es;
+  for (const [k, range] of Object.entries(NUMBERS[''])) if (o[k] !== undefined) out[k] = num(k, o[k], range);
   return out;
 }
 
@@ -364,28 +426,46 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
   };
 
   let wasmApi: WasmApi | undefined;
+  // True while createClient itself runs (the wasm module was already loaded): nobody can
+  // listen yet, so a failure throws from createClient and the start waits for a microtask.
+  let creating = true;
+  // The engine has started: sends go to it, not to `queued`.
+  let running = false;
   const boot = (a: WasmApi) => {
     wasmApi = a;
     if (closed) return;
     id = nextId++;
     const opts = snap.cursor ? { ...normalized, since: snap.cursor } : normalized;
+    let w: WasmClientLike;
     try {
-      inner = new a.WasmClient(id, opts, onBatch);
+      w = inner = new a.WasmClient(id, opts, onBatch);
     } catch (e) {
+      checkTrap(a);
       const err = toError(e);
+      if (creating) throw err;
+      // A later boot (the module loaded afterwards, or a restart after a trap): the app's
+      // listeners are attached by now and hear it.
       closed = true;
       setSnap(Object.freeze({ ...snap, status: 'closed', lastError: err }));
       dispatch('error', err);
       return;
     }
     live.set(id, recover);
-    try {
-      inner.start();
-    } catch {
-      checkTrap(a); // schedules the recovery
-      return;
-    }
-    for (const [d, res, rej] of queued.splice(0)) sendNow(d, res, rej);
+    const start = () => {
+      if (closed || inner !== w) return; // closed (or restarted) before the start
+      try {
+        w.start();
+      } catch {
+        checkTrap(a); // schedules the recovery
+        return;
+      }
+      running = true;
+      for (const [d, res, rej] of queued.splice(0)) sendNow(d, res, rej);
+    };
+    // Whatever the start emits (state, a first error) reaches the listeners the app
+    // attaches right after createClient returns.
+    if (creating) queueMicrotask(start);
+    else start();
   };
 
   // A trap in the wasm module: report it as a typed error and start a fresh engine from
@@ -394,6 +474,7 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
   function recover(message: string) {
     live.delete(id);
     inner = null;
+    running = false;
     const err = new HoldfastError('internal', `Holdfast hit an internal error (${message}); ${++panics > 3 ? 'giving up' : 'restarting from the last event'}. Please report this.`);
     dispatch('error', err);
     for (const [, rej] of acks.values()) rej(err);
@@ -413,6 +494,7 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
       dispatch('error', err);
     });
   else boot(loaded);
+  creating = false;
 
   const client: HoldfastClient = {
     on(type, fn) {
@@ -433,7 +515,7 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
     send(data) {
       return new Promise<void>((resolve, reject) => {
         if (closed) reject(new HoldfastError('closed', 'client.send() after client.close(): create a new client'));
-        else if (inner) sendNow(data, resolve, reject);
+        else if (inner && running) sendNow(data, resolve, reject);
         else queued.push([data, resolve, reject]);
       });
     },

@@ -37,6 +37,7 @@ export type {
   EventMap,
   GapInfo,
   HoldfastClient,
+  InteropOptions,
   Message,
   Note,
   Snapshot,

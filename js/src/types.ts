@@ -68,26 +68,77 @@ export interface Diagnostics {
   readonly notes: readonly Note[];
 }
 
-/** Options for `createClient`. Only `url` is required. */
+/** Wire names, for a backend that already exists and uses its own (PROTOCOL.md §10). Every
+ *  field is a non-empty string; leave a field out for its default. */
+export interface InteropOptions {
+  /** Event field holding the event id. Default `'id'`. */
+  idField?: string;
+  /** Event field holding the event type. Default `'type'` (e.g. `'event'`). */
+  typeField?: string;
+  /** Event field holding the payload. Default `'data'` (e.g. `'payload'`); an event
+   *  without it is delivered whole as `data`. */
+  dataField?: string;
+  /** Field of a poll response object holding the events (`{"events": [...]}`). Default
+   *  `'events'`. A bare JSON array is understood whatever this says. */
+  eventsField?: string;
+  /** Query parameter carrying the resume cursor. Default `'since'` (e.g. `'cursor'`). */
+  sinceParam?: string;
+  /** Query parameter carrying `topic`. Default `'topic'` (e.g. `'deploymentId'`). */
+  topicParam?: string;
+  /** Query parameter carrying the token on WebSocket (browsers cannot send headers
+   *  there). Default `'token'` (e.g. `'access_token'`). */
+  tokenParam?: string;
+  /** Query parameter asking a long-poll server to hold the request. Default `'wait'`. */
+  waitParam?: string;
+  /** Query parameter asking an SSE server for more frequent heartbeats (sent only after
+   *  a proxy was seen cutting idle streams). Default `'heartbeat'`. */
+  heartbeatParam?: string;
+  /** Text of a client ping frame. Default `'{"type":"ping"}'`; `'ping'` for servers that
+   *  answer the plain text `ping`. */
+  pingText?: string;
+  /** `type` of the server's answer to a ping (a plain-text frame equal to it counts too).
+   *  Default `'pong'`. */
+  pongType?: string;
+  /** `type` of a server heartbeat frame (never delivered as a message). Default
+   *  `'heartbeat'`. */
+  heartbeatType?: string;
+}
+
+/** Options for `createClient`. `url` is required unless `urls` gives every rung.
+ *  Anything invalid makes `createClient` throw a `HoldfastError` with code
+ *  `invalid_option` whose message starts with `options.<name>` and says what is allowed. */
 export interface ClientOptions {
-  /** Base URL or path of the realtime endpoints (`/realtime`). */
-  url: string;
+  /** Base URL or path of the realtime endpoints (`/realtime`): `{url}/ws`, `/sse`, `/poll`,
+   *  `/send`. May be left out only when `urls` gives every rung in `transports` (and
+   *  `urls.send` when they include SSE or polling). */
+  url?: string;
+  /** The topic to follow, sent on every request as `?topic=` (or as
+   *  `interop.topicParam`). Default: none (the server's default topic). */
+  topic?: string;
   /** The ladder, in order. Default `['websocket', 'sse', 'polling']`. */
   transports?: TransportName[];
-  /** Per-rung URL overrides (complete endpoint URLs or paths). */
+  /** Per-rung URL overrides (complete endpoint URLs or paths), used as given. */
   urls?: { websocket?: string; sse?: string; polling?: string; send?: string };
-  /** Extra query parameters on every request (e.g. `{ topic: 'deploy-42' }`). */
+  /** Extra query parameters on every request (e.g. `{ tenant: 'acme' }`). Not the ones the
+   *  client sets itself (`since`, `token`, `wait`, `heartbeat`, or the topic when `topic`
+   *  is given): rename those with `interop`. */
   params?: Record<string, string | number | boolean>;
   /** Starting cursor: only events after this id are delivered. */
   since?: string | number;
   /** A token, or a (possibly async) function called on every (re)connect. */
   token?: string | (() => string | Promise<string>);
-  /** Client pings (WebSocket) every `intervalMs` of silence; `maxMissed` pongs missing by
-   *  `timeoutMs` reconnect. SSE/polling: no bytes for `serverSilenceMs` reconnects. */
+  /** WebSocket: the client pings after `intervalMs` (≥ 1000) of silence and waits
+   *  `timeoutMs` (≥ 100) for any frame; `maxMissed` unanswered pings in a row reconnect.
+   *  Any positive pair works, `timeoutMs` above `intervalMs` included (SignalR-style
+   *  servers): an unanswered ping is repeated only when its timeout passes. SSE/polling:
+   *  no bytes for `serverSilenceMs` reconnects. */
   heartbeat?: { intervalMs?: number; timeoutMs?: number; maxMissed?: number; serverSilenceMs?: number };
+  /** Retry delays: attempt n waits a random time in `[cap × (1 − jitter), cap]`,
+   *  `cap = min(maxMs, initialMs × multiplier^n)`; `maxMs` ≥ `initialMs`. */
   backoff?: { initialMs?: number; maxMs?: number; multiplier?: number; jitter?: number };
-  /** Polling rung: long-poll wait the server may hold (ms), and the interval between
-   *  short polls when the server answers at once. */
+  /** Polling rung: long-poll wait the server may hold (ms; 0 for short-poll servers, then
+   *  no `wait=` is sent), the least time between the starts of two empty polls (≥ 1 ms),
+   *  and whether to stop polling while the page is hidden. */
   polling?: { waitMs?: number; intervalMs?: number; pauseWhenHidden?: boolean };
   /** Deadlines of a connection attempt (ms; 0 disables): not open after `openMs`; start the
    *  next rung in parallel after `raceMs`; WebSocket silent after open for `firstFrameMs`;
@@ -107,6 +158,8 @@ export interface ClientOptions {
   remember?: boolean | { ttlMs?: number };
   /** Give up after this many failed attempts in a row. Default: never. */
   maxAttempts?: number;
+  /** Wire names for an existing backend (field names, query parameters, ping text). */
+  interop?: InteropOptions;
 }
 
 export type EventMap = {

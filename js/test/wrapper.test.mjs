@@ -105,7 +105,8 @@ test('invalid options throw a HoldfastError naming the option, synchronously', (
     [{ url: '/r', transports: [] }, 'options.transports'],
     [{ url: '/r', transports: ['sse', 'sse'] }, 'options.transports'],
     [{ url: '/r', heartbeat: { intervalMs: -1 } }, 'options.heartbeat.intervalMs'],
-    [{ url: '/r', heartbeat: { intervalMs: 5000, timeoutMs: 5000 } }, 'options.heartbeat.timeoutMs'],
+    [{ url: '/r', polling: { intervalMs: 0 } }, 'options.polling.intervalMs'],
+    [{ url: '/r', outboxLimit: 0 }, 'options.outboxLimit'],
     [{ url: '/r', backoff: { initialMs: 1000, maxMs: 10 } }, 'options.backoff.maxMs'],
     [{ url: '/r', backoff: { jitter: 2 } }, 'options.backoff.jitter'],
     [{ url: '/r', params: { topic: {} } }, 'options.params.topic'],
@@ -116,6 +117,9 @@ test('invalid options throw a HoldfastError naming the option, synchronously', (
     [{ url: 'ftp://example.test/realtime' }, 'options.url'],
     [{ url: 'http://[bad' }, 'options.url'],
     [{ url: '/r', urls: { websocket: 'gopher://x/ws' } }, 'options.urls.websocket'],
+    [{ url: 'http:///x' }, 'options.url'],
+    [{ url: '/r', eventSource: 'yes' }, 'options.eventSource'],
+    [{ url: '/r', params: { tenant: () => 'acme' } }, 'options.params.tenant'],
   ];
   for (const [options, name] of bad) {
     assert.throws(
@@ -127,12 +131,49 @@ test('invalid options throw a HoldfastError naming the option, synchronously', (
   assert.equal(w.clients.length, 0, 'nothing was created');
 });
 
-test('an error from the engine at creation closes the client with that typed error', () => {
+test('an error from the engine while createClient runs is thrown from createClient, not emitted to nobody', () => {
   const w = fakeWasm();
-  const c = core.createClientWith(() => w.api, { url: '/bad' });
-  assert.equal(c.snapshot().status, 'closed');
+  assert.throws(
+    () => core.createClientWith(() => w.api, { url: '/bad' }),
+    (e) => e instanceof core.HoldfastError && e.code === 'invalid_url' && /no page/.test(e.message),
+  );
+});
+
+test('an error from the engine after the module loaded reaches the listeners attached after createClient', async () => {
+  const w = fakeWasm();
+  let release;
+  const loaded = new Promise((r) => (release = r));
+  const c = core.createClientWith(() => loaded.then(() => w.api), { url: '/bad' });
+  const errors = [];
+  const states = [];
+  c.on('error', (e) => errors.push(e.code));
+  c.on('state', (s) => states.push(s.status));
+  release();
+  await tick();
+  assert.deepEqual(errors, ['invalid_url']);
+  assert.deepEqual(states, ['closed']);
   assert.equal(c.snapshot().lastError.code, 'invalid_url');
   assert.ok(c.snapshot().lastError instanceof core.HoldfastError);
+});
+
+test('the engine starts after createClient returns, so listeners hear everything it emits', async () => {
+  const w = fakeWasm();
+  const c = core.createClientWith(() => w.api, { url: '/r' });
+  assert.deepEqual(w.clients[0].calls, [], 'created, not started yet');
+  const p = c.send('early');
+  const states = [];
+  c.on('state', (s) => states.push(s.status));
+  await tick();
+  assert.equal(w.clients[0].calls[0][0], 'start');
+  assert.deepEqual(states, ['connecting'], 'the first state reached the listener');
+  const send = w.clients[0].calls.find((x) => x[0] === 'send');
+  assert.equal(send[2], 'early', 'a send made before the start went to the engine after it');
+  w.clients[0].emit([['ack', send[1]]]);
+  await p;
+  const closedEarly = core.createClientWith(() => w.api, { url: '/r' });
+  closedEarly.close();
+  await tick();
+  assert.deepEqual(w.clients[1].calls.map((x) => x[0]), ['close'], 'a client closed at once never starts');
 });
 
 test('snapshot() returns the same object until the state changes, and subscribe() says when', () => {
@@ -241,6 +282,7 @@ test('a throwing listener does not stop the others', async () => {
 test('send() resolves on ack and rejects with the typed error on failure', async () => {
   const w = fakeWasm();
   const c = core.createClientWith(() => w.api, { url: '/r' });
+  await tick(); // the engine starts after createClient returns
   const a = c.send({ x: 1 });
   const b = c.send({ x: 2 });
   const [, id1, data1] = w.clients[0].calls.find((x) => x[0] === 'send');
@@ -314,6 +356,7 @@ test('close() closes the engine, rejects pending sends, drops listeners and free
 test('a trap in a call from the wrapper is reported as a typed error and the client restarts from its cursor', async () => {
   const w = fakeWasm();
   const c = core.createClientWith(() => w.api, { url: '/r' });
+  await tick(); // the engine starts after createClient returns
   w.clients[0].emit([open('7')]);
   const errors = [];
   c.on('error', (e) => errors.push(e));
@@ -330,6 +373,7 @@ test('a trap in a call from the wrapper is reported as a typed error and the cli
 test('a trap while the module releases a trapped client still restarts that client', async () => {
   const w = fakeWasm();
   const c = core.createClientWith(() => w.api, { url: '/r' });
+  await tick(); // the engine starts after createClient returns
   w.clients[0].emit([open('5')]);
   const errors = [];
   c.on('error', (e) => errors.push(e));
@@ -349,6 +393,7 @@ test('a trap inside a browser callback (an uncaught error on the page) restarts 
     const w = fakeWasm();
     const a = core.createClientWith(() => w.api, { url: '/a' });
     const b = core.createClientWith(() => w.api, { url: '/b' });
+    await tick();
     assert.deepEqual(Object.keys(pageListeners).sort(), ['error', 'unhandledrejection']);
     w.clients[1].emit([open('3')]);
     const errorsA = [];

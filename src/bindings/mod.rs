@@ -1,7 +1,8 @@
 //! The `#[wasm_bindgen]` surface used by the JS wrapper (`js/src/core.ts`). It only
-//! converts types: the options object (already shape-checked by the wrapper) into engine
-//! [`Options`], errors into `[code, message, transport]` arrays, and app events into the
-//! batches described in [`crate::web::runtime`].
+//! converts types: the options object (already checked by the wrapper) into engine
+//! [`Options`] through [`Options::from_js`] (which holds every JS option name), errors into
+//! `[code, message, transport]` arrays, and app events into the batches described in
+//! [`crate::web::runtime`].
 //!
 //! Batches handed to `emit(batch, ids)` are arrays of arrays, in order:
 //! `["message", id, type, data]` (`id`: `1` for the next of `ids.split("\0")`, else
@@ -12,9 +13,10 @@
 //! snapshot changed or `["cursor", id|null]` when only the cursor moved (`["cursor"]`: the
 //! batch's last message id).
 
-use crate::engine::{ErrorCode, HoldfastError, Options, Transport};
+use crate::engine::options::JsOptions;
+use crate::engine::{HoldfastError, Options};
 use crate::web::runtime::{error_js, live_adapters, take_trapped, Runtime, WebOptions};
-use js_sys::{Array, Function, Reflect};
+use js_sys::{Array, Function, Object, Reflect};
 use std::cell::RefCell;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -149,116 +151,40 @@ fn get(o: &JsValue, k: &str) -> JsValue {
     Reflect::get(o, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED)
 }
 
-fn num(o: &JsValue, k: &str) -> Option<f64> {
-    get(o, k).as_f64()
-}
-
-fn ms(o: &JsValue, k: &str, into: &mut u64) {
-    if let Some(n) = num(o, k) {
-        *into = n as u64;
+/// The options object as the engine reads it ([`Options::from_js`] holds every JS name).
+impl JsOptions for JsValue {
+    fn get(&self, key: &str) -> Option<JsValue> {
+        let v = get(self, key);
+        (!v.is_undefined()).then_some(v)
+    }
+    fn keys(&self) -> Option<Vec<String>> {
+        if !self.is_object() || Array::is_array(self) {
+            return None;
+        }
+        let keys = Object::keys(self.unchecked_ref::<Object>());
+        Some(keys.iter().filter_map(|k| k.as_string()).collect())
+    }
+    fn items(&self) -> Option<Vec<JsValue>> {
+        self.dyn_ref::<Array>().map(|a| a.iter().collect())
+    }
+    fn as_str(&self) -> Option<String> {
+        self.as_string()
+    }
+    fn as_f64(&self) -> Option<f64> {
+        JsValue::as_f64(self)
+    }
+    fn as_bool(&self) -> Option<bool> {
+        JsValue::as_bool(self)
+    }
+    fn is_null(&self) -> bool {
+        JsValue::is_null(self)
     }
 }
 
-fn string(o: &JsValue, k: &str) -> Option<String> {
-    get(o, k).as_string()
-}
-
-fn invalid(option: &str) -> HoldfastError {
-    let mut m = String::from("option `");
-    m.push_str(option);
-    m.push_str("` has the wrong type");
-    HoldfastError::new(ErrorCode::InvalidOption, m)
-}
-
-/// Reads the wrapper's normalized options (see `normalizeOptions` in `js/src/core.ts`).
+/// Reads the wrapper's normalized options (`normalizeOptions` in `js/src/core.ts`, which
+/// has already applied the same rules synchronously).
 fn read_options(o: &JsValue) -> Result<(Options, WebOptions), HoldfastError> {
-    let url = string(o, "url").ok_or_else(|| invalid("url"))?;
-    let mut opts = Options::new(&url);
-    if let Some(list) = get(o, "transports").dyn_ref::<Array>() {
-        opts.transports.clear();
-        for t in list.iter() {
-            let t = t
-                .as_string()
-                .and_then(|s| Transport::parse(&s))
-                .ok_or_else(|| invalid("transports"))?;
-            opts.transports.push(t);
-        }
-    }
-    let urls = get(o, "urls");
-    opts.websocket_url = string(&urls, "websocket");
-    opts.sse_url = string(&urls, "sse");
-    opts.poll_url = string(&urls, "polling");
-    opts.send_url = string(&urls, "send");
-    if let Some(params) = get(o, "params").dyn_ref::<Array>() {
-        for pair in params.iter() {
-            let k = Reflect::get_u32(&pair, 0).ok().and_then(|v| v.as_string());
-            let v = Reflect::get_u32(&pair, 1).ok().and_then(|v| v.as_string());
-            match (k, v) {
-                (Some(k), Some(v)) => opts.params.push((k, v)),
-                _ => return Err(invalid("params")),
-            }
-        }
-    }
-    opts.use_token = get(o, "token").is_truthy();
-    opts.since = string(o, "since");
-
-    let h = get(o, "heartbeat");
-    let hb = &mut opts.heartbeat;
-    ms(&h, "intervalMs", &mut hb.ping_interval_ms);
-    ms(&h, "timeoutMs", &mut hb.pong_timeout_ms);
-    ms(&h, "serverSilenceMs", &mut hb.server_silence_ms);
-    if let Some(n) = num(&h, "maxMissed") {
-        hb.max_missed = n as u32;
-    }
-
-    let b = get(o, "backoff");
-    let bo = &mut opts.backoff;
-    ms(&b, "initialMs", &mut bo.initial_ms);
-    ms(&b, "maxMs", &mut bo.max_ms);
-    if let Some(n) = num(&b, "multiplier") {
-        bo.factor = n;
-    }
-    if let Some(n) = num(&b, "jitter") {
-        bo.jitter = n;
-    }
-    if let Some(n) = num(o, "maxAttempts") {
-        bo.max_attempts = Some(n as u32);
-    }
-
-    let p = get(o, "polling");
-    if let Some(n) = num(&p, "waitMs") {
-        opts.polling.wait_ms = if n > 0.0 { Some(n as u64) } else { None };
-    }
-    ms(&p, "intervalMs", &mut opts.polling.interval_ms);
-    opts.polling.pause_when_hidden = get(&p, "pauseWhenHidden").is_truthy();
-
-    let t = get(o, "timeouts");
-    let to = &mut opts.timeouts;
-    ms(&t, "openMs", &mut to.open_ms);
-    ms(&t, "raceMs", &mut to.race_ms);
-    ms(&t, "firstFrameMs", &mut to.first_frame_ms);
-    ms(&t, "sseFirstBytesMs", &mut to.sse_first_bytes_ms);
-
-    let probe = get(o, "probe");
-    if probe.is_falsy() && !probe.is_undefined() {
-        opts.probe.enabled = false;
-    }
-    ms(&probe, "initialMs", &mut opts.probe.initial_ms);
-    ms(&probe, "maxMs", &mut opts.probe.max_ms);
-
-    let remember = get(o, "remember");
-    if remember.is_falsy() && !remember.is_undefined() {
-        opts.memory.enabled = false;
-    }
-    ms(&remember, "ttlMs", &mut opts.memory.ttl_ms);
-
-    if let Some(n) = num(o, "maxFrameBytes") {
-        opts.max_frame_bytes = n as usize;
-    }
-    if let Some(n) = num(o, "outboxLimit") {
-        opts.outbox_capacity = n as usize;
-    }
-
+    let opts = Options::from_js(o)?;
     let es = get(o, "eventSource");
     let web = WebOptions {
         event_source: if let Some(list) = es.dyn_ref::<Array>() {
