@@ -9,8 +9,15 @@
 //! client must recover and catch up.
 //!
 //! Invariants: nothing lost while the server holds it (a loss is only allowed behind a gap
-//! event), nothing repeated, order kept, never two conns delivering at once, no attempt
-//! before the announced retry time, and retry waits within the backoff rules.
+//! event answering a reset the model sent on that conn, and only of what the model had
+//! trimmed by then), nothing repeated, order kept, never two conns delivering at once, no
+//! attempt before the announced retry time and none missed when it comes, retry waits
+//! within the backoff rules both ways (not shorter, not longer), and at the end: connected,
+//! caught up, outbox drained. The waivers left are named constants or counted in the
+//! summary line, each for a known engine behaviour.
+//!
+//! The engine keeps no hash map it iterates (its two hash sets, the probe handover ids and
+//! the dedup window, are only asked for membership), so its outputs do not depend on one.
 //!
 //! `HOLDFAST_SIM_SEED=<n>` replays one schedule (with a trace); `HOLDFAST_SIM_SCHEDULES=<n>`
 //! changes how many run (default 10,000); `HOLDFAST_SIM_OFFSET=<n>` starts at another seed.
@@ -27,6 +34,16 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use super::util::Rng;
 use super::*;
+
+/// Known engine bug, waived while true (issue 19): a probe subscribes with the cursor of
+/// its start; if the session delivers past the history the server has trimmed before the
+/// probe takes over, the probe's reset is old news, but with opaque ids the engine cannot
+/// order the reset's `oldest` against its cursor and reports a gap (`server_reset`, "some
+/// were lost") although nothing was. Seeds 1461, 3028, 4696, 4841, 4857, 6068 and 9147 of
+/// the default run show it (a WebSocket probe's buffered reset replayed at its pong, or an
+/// SSE probe's reset right after it took over). While true, such a gap is counted for
+/// opaque ids only and excuses no skipped event; set it to false to see them fail.
+const WAIVE_SPURIOUS_GAP_WITH_OPAQUE_IDS: bool = true;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum IdStyle {
@@ -118,8 +135,14 @@ struct Sim {
     published_started: bool,
     // Checks.
     delivered: Vec<usize>,
-    gap_pending: bool,
+    /// The log position each conn's reset said is the oldest kept (the model sent it).
+    resets: BTreeMap<ConnId, usize>,
+    /// After a gap: the oldest position the matched reset kept. The next event may skip
+    /// ahead only up to it: what it skips, the model no longer held.
+    gap_pending: Option<usize>,
     gaps: usize,
+    /// Gaps reporting a loss that did not happen (see `WAIVE_SPURIOUS_GAP_WITH_OPAQUE_IDS`).
+    spurious_gaps: usize,
     last_source: Option<ConnId>,
     engine_closed: BTreeSet<ConnId>,
     peer_closed: BTreeSet<ConnId>,
@@ -128,8 +151,16 @@ struct Sim {
     received_set: BTreeSet<String>,
     acked: Vec<String>,
     last_retry: Option<Millis>,
+    /// The engine asked for a token and has not had it yet.
+    token_pending: bool,
+    /// The rung of the engine's most recent session.
+    last_session: Option<Transport>,
+    /// When that session ended, while there is no other.
+    session_lost_at: Option<Millis>,
     opts: Options,
     steps: u64,
+    /// The schedule ended within a minute after a session on the rung broken forever died.
+    ended_between_sessions: bool,
 }
 
 /// A fixed index per transport (`Transport` has no order of its own).
@@ -139,6 +170,11 @@ fn rung_index(t: Transport) -> usize {
         Transport::Sse => 1,
         Transport::Polling => 2,
     }
+}
+
+/// `min(max, initial × factor^n)`: the longest wait after `n` failures.
+fn backoff_cap(b: &BackoffOptions, n: u32) -> u64 {
+    ((b.initial_ms as f64) * b.factor.powi(n as i32)).min(b.max_ms as f64) as u64
 }
 
 fn latency(rng: &mut Rng) -> u64 {
@@ -218,8 +254,10 @@ impl Sim {
             id_pos: BTreeMap::new(),
             published_started: false,
             delivered: Vec::new(),
-            gap_pending: false,
+            resets: BTreeMap::new(),
+            gap_pending: None,
             gaps: 0,
+            spurious_gaps: 0,
             last_source: None,
             engine_closed: BTreeSet::new(),
             peer_closed: BTreeSet::new(),
@@ -228,8 +266,12 @@ impl Sim {
             received_set: BTreeSet::new(),
             acked: Vec::new(),
             last_retry: None,
+            token_pending: false,
+            last_session: None,
+            session_lost_at: None,
             opts,
             steps: 0,
+            ended_between_sessions: false,
         };
         s.reroll_faults();
         s.at(0, Ev::Faults);
@@ -516,6 +558,7 @@ impl Sim {
                 }
                 if reset {
                     let oldest = self.oldest();
+                    self.resets.insert(c, oldest);
                     first.push(Item::Reset {
                         reason: "trimmed".into(),
                         oldest: Some(self.log[oldest].clone()),
@@ -743,6 +786,7 @@ impl Sim {
                 }
             }
             Command::RequestToken => {
+                self.token_pending = true;
                 let lat = latency(&mut self.rng);
                 self.to_engine(lat, Input::Token(Ok("tok".into())));
             }
@@ -775,25 +819,56 @@ impl Sim {
                     }
                 }
                 self.last_source = Some(src);
-                match self.delivered.last() {
-                    Some(&q) if p <= q => self.fail(&format!("repeat or reorder: {p} after {q}")),
-                    Some(&q) if p != q + 1 && !self.gap_pending => {
-                        self.fail(&format!("lost events: {p} after {q} without a gap"))
+                if let Some(&q) = self.delivered.last() {
+                    if p <= q {
+                        self.fail(&format!("repeat or reorder: {p} after {q}"));
                     }
-                    None if p != 0 && !self.gap_pending => {
-                        self.fail(&format!("first delivered is {p}, not 0"))
-                    }
-                    _ => {}
                 }
-                self.gap_pending = false;
+                let next = self.delivered.last().map_or(0, |q| q + 1);
+                if p != next {
+                    // Skipped p - next events: only those the model had trimmed when it
+                    // sent the reset the gap answered.
+                    match self.gap_pending {
+                        None => self.fail(&format!(
+                            "lost events: {p} delivered where {next} was due, without a gap"
+                        )),
+                        Some(o) if p > o => self.fail(&format!(
+                            "lost events: {p} delivered where {next} was due, but the reset kept everything from {o}"
+                        )),
+                        Some(_) => {}
+                    }
+                }
+                self.gap_pending = None;
                 self.delivered.push(p);
             }
-            AppEvent::Gap { .. } => {
-                if self.retain > 1_000 {
-                    self.fail("a gap although the server holds everything");
+            AppEvent::Gap { oldest, .. } => {
+                // Matched to the reset the model sent on the conn it came from, and only
+                // where that reset really lost events the client had not been given.
+                let Some(o) = source.and_then(|c| self.resets.get(&c).copied()) else {
+                    self.fail(&format!(
+                        "a gap on {source:?}, which the model sent no reset (retention {})",
+                        self.retain
+                    ));
+                };
+                if oldest.as_deref() != Some(self.log[o].as_str()) {
+                    self.fail(&format!(
+                        "a gap with oldest {oldest:?}, but the reset said {}",
+                        self.log[o]
+                    ));
+                }
+                let next = self.delivered.last().map_or(0, |q| q + 1);
+                if o <= next {
+                    if WAIVE_SPURIOUS_GAP_WITH_OPAQUE_IDS && self.style == IdStyle::Opaque {
+                        // Counted, and it excuses nothing: the next event must still be `next`.
+                        self.spurious_gaps += 1;
+                        return;
+                    }
+                    self.fail(&format!(
+                        "a gap although nothing was lost: next due {next}, the reset kept everything from {o}"
+                    ));
                 }
                 self.gaps += 1;
-                self.gap_pending = true;
+                self.gap_pending = Some(o);
             }
             AppEvent::Acked { msg_id } => {
                 if self.acked.contains(&msg_id.0) {
@@ -819,6 +894,25 @@ impl Sim {
             _ => None,
         };
         let is_online = matches!(input, Input::Online);
+        let is_timeout = matches!(input, Input::Timeout);
+        // A rate limit's wait (the engine's reading of it): the next retry may wait that
+        // long, plus a tenth.
+        let floor = match &input {
+            Input::HttpStatus {
+                status: 429 | 503,
+                retry_after_ms,
+                ..
+            } => Some(retry_after_ms.unwrap_or(5_000)),
+            Input::Closed {
+                code: Some(4429 | 1013),
+                reason,
+                ..
+            } => Some(reason.trim().parse::<u64>().map_or(5_000, |s| s * 1_000)),
+            _ => None,
+        };
+        if let Input::Token(_) = &input {
+            self.token_pending = false;
+        }
         let (before_retry, before_status) =
             (self.e.snapshot().next_retry_at, self.e.snapshot().status);
         self.note("->", &input);
@@ -844,22 +938,52 @@ impl Sim {
                     self.now
                 ));
             }
+            // Nor after it: the timer that reaches it starts the attempt, unless the
+            // network is down or a token is on its way.
+            if is_timeout
+                && t <= self.now
+                && !opened
+                && !self.offline
+                && !self.token_pending
+                && self.e.snapshot().status != Status::Connected
+            {
+                self.fail(&format!(
+                    "no attempt at the retry time {t} (timer at {}): {:?}",
+                    self.now,
+                    self.e.snapshot()
+                ));
+            }
         }
         let s = self.e.snapshot();
         let (next_retry_at, attempt, has_cursor) = (s.next_retry_at, s.attempt, s.cursor.is_some());
+        match s.transport {
+            Some(t) => {
+                self.last_session = Some(t);
+                self.session_lost_at = None;
+            }
+            None if self.last_session.is_some() && self.session_lost_at.is_none() => {
+                self.session_lost_at = Some(self.now);
+            }
+            None => {}
+        }
         if let Some(t) = next_retry_at {
             if Some(t) != self.last_retry {
+                // The wait drawn with `n` failures before it: the first after a working
+                // session is spread over [0, spread]; later ones are in [cap/2, cap]; a
+                // rate limit's wait is a floor, plus up to a tenth of it.
                 let n = attempt.saturating_sub(1);
                 let b = &self.opts.backoff;
-                let lb = if n == 0 {
-                    0
+                let (lb, ub) = if n == 0 {
+                    (0, backoff_cap(b, 0).max(b.spread_ms))
                 } else {
-                    let cap = ((b.initial_ms as f64) * b.factor.powi(n as i32)).min(b.max_ms as f64)
-                        as u64;
-                    cap / 2
+                    (backoff_cap(b, n) / 2, backoff_cap(b, n))
                 };
+                let ub = floor.map_or(ub, |f| ub.max(f) + f / 10);
                 if t < self.now + lb {
                     self.fail(&format!("retry after {} ms is faster than the backoff allows ({lb} ms at attempt {})", t - self.now, attempt));
+                }
+                if t > self.now + ub {
+                    self.fail(&format!("retry after {} ms is slower than the backoff allows ({ub} ms at attempt {})", t - self.now, attempt));
                 }
             }
         }
@@ -1083,13 +1207,34 @@ impl Sim {
         self.final_checks();
     }
 
+    fn outcome(&self) -> Outcome {
+        Outcome {
+            steps: self.steps,
+            delivered: self.delivered.len(),
+            gaps: self.gaps,
+            spurious_gaps: self.spurious_gaps,
+            ended_between_sessions: self.ended_between_sessions as usize,
+        }
+    }
+
     fn final_checks(&mut self) {
         let s = self.e.snapshot().clone();
-        // A rung that stalls forever may still be probed near the end: then the client is
-        // between sessions, which is fine as long as it caught up.
-        let stalling = self.broken_forever.is_some() && self.seed % 2 == 0;
-        if s.status != Status::Connected && !stalling {
-            self.fail(&format!("not connected after the faults stopped: {:?}", s));
+        if s.status != Status::Connected {
+            // One fault never ends: a rung broken forever (it stalls after its first
+            // bytes, or opens and stays silent). Probes move up to it again now and then
+            // (an SSE probe on its first bytes), and its session dies by the heartbeat
+            // deadline; the schedule may end in the recovery from that death (waiting for
+            // the retry or in the attempt after it, for at most a minute), and only then.
+            let between = self.broken_forever.is_some()
+                && self.last_session == self.broken_forever
+                && s.status != Status::Closed
+                && self
+                    .session_lost_at
+                    .is_some_and(|t| self.now.saturating_sub(t) <= 60_000);
+            if !between {
+                self.fail(&format!("not connected after the faults stopped: {:?}", s));
+            }
+            self.ended_between_sessions = true;
         }
         if !self.log.is_empty() {
             let last = self.log.len() - 1;
@@ -1116,11 +1261,31 @@ impl Sim {
     }
 }
 
-/// Runs one schedule; returns (steps, events delivered, gaps).
-fn run_one(seed: u64, trace: bool) -> (u64, usize, usize) {
+/// What one schedule (or many) did.
+#[derive(Default, Debug, Clone, Copy, PartialEq)]
+struct Outcome {
+    steps: u64,
+    delivered: usize,
+    gaps: usize,
+    spurious_gaps: usize,
+    ended_between_sessions: usize,
+}
+
+impl Outcome {
+    fn add(&mut self, o: Outcome) {
+        self.steps += o.steps;
+        self.delivered += o.delivered;
+        self.gaps += o.gaps;
+        self.spurious_gaps += o.spurious_gaps;
+        self.ended_between_sessions += o.ended_between_sessions;
+    }
+}
+
+/// Runs one schedule.
+fn run_one(seed: u64, trace: bool) -> Outcome {
     let mut s = Sim::new(seed, trace);
     s.run();
-    (s.steps, s.delivered.len(), s.gaps)
+    s.outcome()
 }
 
 /// Runs one schedule; returns the digest of its whole trace (every engine input and
@@ -1129,7 +1294,7 @@ fn trace_digest(seed: u64) -> u64 {
     let mut s = Sim::new(seed, false);
     s.digest = Some(0xCBF2_9CE4_8422_2325);
     s.run();
-    let summary = (s.steps, s.delivered.len(), s.gaps);
+    let summary = s.outcome();
     s.note("=", &summary);
     s.digest.expect("set above")
 }
@@ -1152,7 +1317,10 @@ fn simulation_replays_the_same_trace_in_another_process() {
         return;
     }
     // The test's own name as the harness knows it (without the crate name).
-    let full = concat!(module_path!(), "::simulation_replays_the_same_trace_in_another_process");
+    let full = concat!(
+        module_path!(),
+        "::simulation_replays_the_same_trace_in_another_process"
+    );
     let name = full.split_once("::").map_or(full, |(_, rest)| rest);
     let exe = std::env::current_exe().expect("the test binary's path");
     let out = std::process::Command::new(exe)
@@ -1197,7 +1365,10 @@ fn simulation_replays_the_same_trace_in_another_process() {
         differ.len(),
         here.len()
     );
-    println!("replay: {} seeds, the same trace in two processes", here.len());
+    println!(
+        "replay: {} seeds, the same trace in two processes",
+        here.len()
+    );
 }
 
 #[test]
@@ -1221,29 +1392,26 @@ fn simulation_of_random_fault_schedules_keeps_every_invariant() {
     let handles: Vec<_> = (0..threads)
         .map(|k| {
             std::thread::spawn(move || {
-                let mut tot = (0u64, 0usize, 0usize);
+                let mut tot = Outcome::default();
                 let mut seed = k;
                 while seed < n {
-                    let r = run_one(offset + seed, false);
-                    tot.0 += r.0;
-                    tot.1 += r.1;
-                    tot.2 += r.2;
+                    tot.add(run_one(offset + seed, false));
                     seed += threads;
                 }
                 tot
             })
         })
         .collect();
-    let mut tot = (0u64, 0usize, 0usize);
+    let mut tot = Outcome::default();
     for h in handles {
-        let r = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-        tot.0 += r.0;
-        tot.1 += r.1;
-        tot.2 += r.2;
+        tot.add(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
     }
     println!(
-        "simulation: {n} schedules, {} engine steps, {} events delivered, {} gaps",
-        tot.0, tot.1, tot.2
+        "simulation: {n} schedules, {} engine steps, {} events delivered, {} gaps; waived: {} gaps that lost nothing (opaque ids, known engine bug), {} schedules ending within a minute after a session on a rung broken forever died",
+        tot.steps, tot.delivered, tot.gaps, tot.spurious_gaps, tot.ended_between_sessions
     );
-    assert!(tot.1 > n as usize * 10, "the schedules deliver events");
+    assert!(
+        tot.delivered > n as usize * 10,
+        "the schedules deliver events"
+    );
 }
