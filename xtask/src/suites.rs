@@ -16,8 +16,16 @@
 //!               and the Next.js app built with `next build` and served by `next start`.
 //!
 //! Each suite's own output streams through; its counts are read from the runner's summary
-//! lines. The last line is `N passed, N failed`. A suite that cannot run (a build error)
-//! counts as one failure, so a broken build can never look green.
+//! lines, and the summary shows passed, failed and skipped per suite. The last line is
+//! `N passed, N failed, N skipped`. Nothing can look green without running:
+//! - a suite that cannot run (a build error) counts as one failure;
+//! - a suite that ran no test (nothing passed or failed: no test found, all skipped)
+//!   counts as one failure, and so does a browser that ran none;
+//! - `cargo test` runs with `--no-fail-fast`, so one failing test binary does not hide the
+//!   counts of the others, and a test binary that started (`running N tests`) but never
+//!   reported (`test result:`) — a crash, an abort — counts as one failure;
+//! - node's `# cancelled N` (a test cut off by its timeout or a failed hook) counts as
+//!   failed; `# skipped` and `# todo` as skipped, cargo's `ignored` as skipped.
 
 use crate::install;
 use crate::procs::{self, RunningServer};
@@ -29,10 +37,30 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone, Copy, Debug, PartialEq)]
 struct Counts {
     passed: u64,
     failed: u64,
+    skipped: u64,
+    /// Test binaries that said `running N tests` and have not yet said `test result:`.
+    unfinished: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: Counts) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+        self.skipped += o.skipped;
+        self.unfinished += o.unfinished;
+    }
+
+    /// A suite (or one runner of it) that ran nothing fails once.
+    fn require_some(&mut self, what: &str) {
+        if self.passed + self.failed == 0 {
+            eprintln!("{what} ran no test: counted as one failure");
+            self.failed += 1;
+        }
+    }
 }
 
 const SUITES: &[&str] = &["native", "js", "fuzz", "browser", "e2e"];
@@ -75,27 +103,26 @@ pub fn run_all(ctx: &Ctx, args: &[String]) -> Result<(), String> {
         }
         println!("\n==> suite {suite}");
         let counts = match run_suite(ctx, suite) {
-            Ok(c) => c,
+            Ok(mut c) => {
+                c.require_some(&format!("suite {suite}"));
+                c
+            }
             Err(message) => {
                 eprintln!("suite {suite} could not run: {message}");
                 Counts {
-                    passed: 0,
                     failed: 1,
+                    ..Counts::default()
                 }
             }
         };
-        lines.push(format!(
-            "  {suite:<8} {} passed, {} failed",
-            counts.passed, counts.failed
-        ));
-        total.passed += counts.passed;
-        total.failed += counts.failed;
+        lines.push(format!("  {suite:<8} {}", summary(&counts)));
+        total.add(counts);
     }
     println!("\n==> summary");
     for l in &lines {
         println!("{l}");
     }
-    println!("{} passed, {} failed", total.passed, total.failed);
+    println!("{}", summary(&total));
     if total.failed > 0 {
         Err(format!("{} test(s) failed", total.failed))
     } else if total.passed == 0 {
@@ -105,11 +132,20 @@ pub fn run_all(ctx: &Ctx, args: &[String]) -> Result<(), String> {
     }
 }
 
+/// `N passed, N failed, N skipped`.
+fn summary(c: &Counts) -> String {
+    format!(
+        "{} passed, {} failed, {} skipped",
+        c.passed, c.failed, c.skipped
+    )
+}
+
 fn run_suite(ctx: &Ctx, suite: &str) -> Result<Counts, String> {
     match suite {
         "native" => {
             let mut cmd = Command::new("cargo");
-            cmd.args(["test", "--workspace"]).current_dir(&ctx.root);
+            cmd.args(["test", "--workspace", "--no-fail-fast"])
+                .current_dir(&ctx.root);
             stream_and_count(&mut cmd, NATIVE_LIMIT, parse_cargo_line)
         }
         "js" => {
@@ -181,6 +217,7 @@ fn browser_suite(ctx: &Ctx) -> Result<Counts, String> {
         let mut cmd = Command::new("cargo");
         cmd.args([
             "test",
+            "--no-fail-fast",
             "-p",
             "holdfast",
             "--target",
@@ -195,9 +232,9 @@ fn browser_suite(ctx: &Ctx) -> Result<Counts, String> {
         .env("HOLDFAST_TEST_URL", &server.url)
         .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
         .current_dir(&ctx.root);
-        let counts = stream_and_count(&mut cmd, BROWSER_LIMIT, parse_cargo_line)?;
-        total.passed += counts.passed;
-        total.failed += counts.failed;
+        let mut counts = stream_and_count(&mut cmd, BROWSER_LIMIT, parse_cargo_line)?;
+        counts.require_some(&format!("headless {browser}"));
+        total.add(counts);
     }
     Ok(total)
 }
@@ -265,6 +302,16 @@ fn stream_and_count(
     let status = child.wait().map_err(|e| e.to_string())?;
     finished.store(true, Ordering::Relaxed);
     let _ = watchdog.join();
+    if counts.unfinished > 0 {
+        eprintln!(
+            "{} test binar{} of `{}` started but never reported a result (crashed?): counted as failed",
+            counts.unfinished,
+            if counts.unfinished == 1 { "y" } else { "ies" },
+            procs::describe(cmd)
+        );
+        counts.failed += counts.unfinished;
+        counts.unfinished = 0;
+    }
     if timed_out.load(Ordering::Relaxed) {
         counts.failed += 1;
         eprintln!(
@@ -279,11 +326,21 @@ fn stream_and_count(
     Ok(counts)
 }
 
-/// `test result: ok. 12 passed; 0 failed; 0 ignored; …` (cargo and wasm-bindgen-test-runner).
+/// `running 12 tests` opens a test binary's run and `test result: ok. 12 passed; 0 failed;
+/// 1 ignored; …` closes it (cargo and wasm-bindgen-test-runner); ignored tests are skipped.
 fn parse_cargo_line(line: &str, c: &mut Counts) {
-    let Some(rest) = line.trim().strip_prefix("test result: ") else {
+    let line = line.trim();
+    if let Some(n) = line.strip_prefix("running ") {
+        let n = n.strip_suffix(" tests").or_else(|| n.strip_suffix(" test"));
+        if n.is_some_and(|n| n.parse::<u64>().is_ok()) {
+            c.unfinished += 1;
+        }
+        return;
+    }
+    let Some(rest) = line.strip_prefix("test result: ") else {
         return;
     };
+    c.unfinished = c.unfinished.saturating_sub(1);
     for part in rest.split(';') {
         let mut words = part.split_whitespace().rev();
         let (Some(label), Some(n)) = (words.next(), words.next()) else {
@@ -293,18 +350,29 @@ fn parse_cargo_line(line: &str, c: &mut Counts) {
         match label {
             "passed" => c.passed += n,
             "failed" => c.failed += n,
+            "ignored" => c.skipped += n,
             _ => {}
         }
     }
 }
 
-/// TAP summary lines from node's test runner: `# pass 3`, `# fail 0`.
+/// TAP summary lines from node's test runner: `# pass 3`, `# fail 0`, `# cancelled 0`
+/// (failed: cut off by a timeout or a failing hook), `# skipped 0`, `# todo 0`.
 fn parse_tap_line(line: &str, c: &mut Counts) {
-    let line = line.trim();
-    if let Some(n) = line.strip_prefix("# pass ") {
-        c.passed += n.trim().parse().unwrap_or(0);
-    } else if let Some(n) = line.strip_prefix("# fail ") {
-        c.failed += n.trim().parse().unwrap_or(0);
+    let Some(rest) = line.trim().strip_prefix("# ") else {
+        return;
+    };
+    let Some((label, n)) = rest.split_once(' ') else {
+        return;
+    };
+    let Ok(n) = n.trim().parse::<u64>() else {
+        return;
+    };
+    match label {
+        "pass" => c.passed += n,
+        "fail" | "cancelled" => c.failed += n,
+        "skipped" | "todo" => c.skipped += n,
+        _ => {}
     }
 }
 
@@ -323,16 +391,60 @@ mod tests {
             "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured",
             &mut c,
         );
-        parse_cargo_line("running 5 tests", &mut c);
-        assert_eq!((c.passed, c.failed), (15, 2));
+        assert_eq!((c.passed, c.failed, c.skipped), (15, 2, 1));
+    }
+
+    #[test]
+    fn a_test_binary_that_never_reports_is_left_unfinished() {
+        let mut c = Counts::default();
+        for l in [
+            "running 2 tests",
+            "test a ... ok",
+            "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured",
+            "running 1 test",
+            "test b ... ",
+            "running 5 tests",
+            "test result: FAILED. 4 passed; 1 failed; 0 ignored; 0 measured",
+            "running the server", // not a runner line
+        ] {
+            parse_cargo_line(l, &mut c);
+        }
+        assert_eq!((c.passed, c.failed, c.unfinished), (6, 1, 1));
     }
 
     #[test]
     fn reads_counts_from_tap_summary_lines() {
         let mut c = Counts::default();
-        for l in ["# tests 4", "# pass 3", "# fail 1", "ok 1 - x"] {
+        for l in [
+            "# tests 9",
+            "# suites 0",
+            "# pass 3",
+            "# fail 1",
+            "# cancelled 2",
+            "# skipped 1",
+            "# todo 2",
+            "# duration_ms 12.5",
+            "# Subtest: pass 4",
+            "ok 1 - x",
+        ] {
             parse_tap_line(l, &mut c);
         }
-        assert_eq!((c.passed, c.failed), (3, 1));
+        assert_eq!((c.passed, c.failed, c.skipped), (3, 3, 3));
+    }
+
+    #[test]
+    fn a_suite_that_ran_nothing_fails_once() {
+        let mut none = Counts {
+            skipped: 4,
+            ..Counts::default()
+        };
+        none.require_some("suite x");
+        assert_eq!((none.passed, none.failed), (0, 1));
+        let mut some = Counts {
+            passed: 1,
+            ..Counts::default()
+        };
+        some.require_some("suite y");
+        assert_eq!((some.passed, some.failed), (1, 0));
     }
 }
