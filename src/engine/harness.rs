@@ -207,6 +207,36 @@ impl H {
         self.advance(at - self.now);
     }
 
+    /// Answers the open cross-check poll (the one polling conn open beside a stream) with
+    /// `items`, as a poll response that then finishes; returns the URL it asked.
+    pub fn answer_check(&mut self, items: Vec<Item<Value>>) -> String {
+        self.advance(0); // fire what is due now
+        let (c, _, url) = self
+            .open
+            .iter()
+            .rev()
+            .find(|(_, t, _)| *t == Transport::Polling)
+            .cloned()
+            .expect("a cross-check poll is open");
+        self.opened(c);
+        self.items(c, items);
+        self.closed(c, None);
+        url
+    }
+
+    pub fn has_check_open(&self) -> bool {
+        self.open.iter().any(|(_, t, _)| *t == Transport::Polling)
+    }
+
+    pub fn notes(&self) -> Vec<String> {
+        self.e
+            .diagnostics()
+            .notes
+            .iter()
+            .map(|n| n.text.clone())
+            .collect()
+    }
+
     pub fn delivered(&self) -> Vec<String> {
         self.events
             .iter()

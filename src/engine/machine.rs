@@ -2,17 +2,28 @@
 //! the upstream outbox, as one state machine driven by [`Engine::handle`].
 //!
 //! Vocabulary. A *conn* is one connection attempt the engine asked for with
-//! [`Command::Open`]. A *round* walks down the ladder from `start_rung` until a rung
-//! delivers; a rung that has not delivered within `timeouts.race_ms` (or soon after it
-//! opened, see `RACE_AFTER_OPEN_MIN_MS`) gets the next rung
-//! started beside it, and the first to deliver wins. The winner starts a *session*: the
-//! only conn whose items reach the app (for polling, the session outlives each request).
+//! [`Command::Open`]. A *round* walks down the ladder from `start_rung` until a rung opens;
+//! a rung that has not opened within `timeouts.race_ms` gets the next rung started beside
+//! it, and the first to open wins. Opening needs no server preamble: an HTTP 101, a 200
+//! `text/event-stream` response or an answered poll is open, because the backends users
+//! already run send nothing on connect. The winner starts a *session*: the only conn whose
+//! items reach the app (for polling, the session outlives each request).
+//!
+//! Whether an open stream is quiet or blocked (an upgrade answered then black-holed, a
+//! buffering proxy, a stuck tail) is proven, not guessed: a `hello` or a pong proves the
+//! path; otherwise a *cross-check* asks the polling rung with the stream's cursor once the
+//! stream has been silent for a while ([`super::crosscheck`]), and a stream that owes events
+//! the check saw steps down a rung. A rung whose server spoke at once on an earlier
+//! connection and is silent on a new one steps down without a check.
+//!
 //! While the session is on a lower rung, *probes* open a higher rung in the background and
-//! take over when it delivers. Every deadline lives in one list ([`Engine::poll_timeout`]
-//! and [`Input::Timeout`] read the same one), so a reported deadline is always consumed.
+//! take over when it delivers, or when it stayed quiet while the session was quiet too.
+//! Every deadline lives in one list ([`Engine::poll_timeout`] and [`Input::Timeout`] read
+//! the same one), so a reported deadline is always consumed.
 
 use std::collections::{HashSet, VecDeque};
 
+use super::crosscheck::{CrossCheck, Verdict};
 use super::delivery::{order_key, Delivery};
 use super::diagnostics::{Attempt, Diagnostics};
 use super::error::{ErrorCode, FrameError, HoldfastError, HttpFailure};
@@ -29,6 +40,9 @@ enum Role {
     Probe,
     /// The session's conn (WebSocket/SSE stream, or the current poll request).
     Session,
+    /// A poll asking what follows the session stream's cursor, to tell a quiet stream from
+    /// a blocked one (see [`super::crosscheck`]); its events are evidence, never delivered.
+    Check,
 }
 
 #[derive(Clone, Debug)]
@@ -53,6 +67,15 @@ struct Conn {
     since: Option<String>,
     /// It delivered an event itself.
     delivered: bool,
+    /// Anything arrived on it (a frame, SSE bytes).
+    spoke: bool,
+    /// The server proved the path end to end on it: a `hello`, or a pong (a WebSocket frame
+    /// sent after everything before it). Such a stream is judged by heartbeats, not checks.
+    proven: bool,
+    /// The server left pings unanswered: its silence is judged like an SSE stream's.
+    pings_off: bool,
+    /// Events the app had been given when it opened (a probe is judged against it).
+    delivered_before: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -76,6 +99,8 @@ enum Action {
     Retry,
     /// Reconnect on the same rung now (the connection was only suspect).
     Now,
+    /// The session's path is proven blocked: start over one rung lower, now.
+    StepDown,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -107,6 +132,10 @@ enum Due {
     Ping(ConnId),
     Pong(ConnId),
     Silence(ConnId),
+    /// The session stream has been quiet for the cross-check interval.
+    CrossCheck(ConnId),
+    /// A suspect stream did not deliver what the cross-check saw in time.
+    Suspect,
 }
 
 /// The transport state machine. `D` is the event payload handle (`JsValue` in the browser,
@@ -169,6 +198,20 @@ pub struct Engine<D> {
     delivery: Delivery,
     /// The newest id the current session's server named in its hello.
     session_hello: Option<String>,
+    /// Messages given to the app so far (probes are judged against it).
+    delivered_count: u64,
+    /// Cross-checks of the session stream (see [`super::crosscheck`]).
+    crosscheck: CrossCheck,
+    /// The session's first idle verdict was noted (one note per session, not one per check).
+    idle_noted: bool,
+    /// Per rung: its server sent a `hello` (or a pong) on an earlier connection, so silence
+    /// on a new one is proof of a blocked path without a cross-check.
+    speaks_first: Vec<bool>,
+    /// A WebSocket server answered a ping in this client's life.
+    ws_answers_pings: bool,
+    /// Data arrived since the last token refresh: the next 401 is an expiry, answered by a
+    /// fresh token at once rather than an error and a backoff.
+    auth_proven: bool,
 
     outbox: VecDeque<Pending<D>>,
     post_retry_at: Option<Millis>,
@@ -187,10 +230,6 @@ const PROBE_BUFFER_MAX: usize = 4_096;
 const HANDOVER_MAX: usize = 8_192;
 /// Minimum idle time before a death counts towards idle cut-off detection.
 const IDLE_MIN_MS: u64 = 5_000;
-/// Once a rung has opened (HTTP 101, SSE headers) its first frame should follow within a
-/// round trip; the next rung is raced beside it after this long, or after four times the
-/// handshake when that is longer (slow links), whichever comes before `timeouts.race_ms`.
-const RACE_AFTER_OPEN_MIN_MS: u64 = 1_000;
 
 impl<D: Clone> Engine<D> {
     /// Validates the options, derives every URL from the page, and returns an idle engine.
@@ -263,6 +302,12 @@ impl<D: Clone> Engine<D> {
             demoted_at: None,
             delivery: Delivery::with_cursor(options.dedup_window, options.since.as_deref()),
             session_hello: None,
+            delivered_count: 0,
+            crosscheck: CrossCheck::new(0),
+            idle_noted: false,
+            speaks_first: vec![false; options.transports.len()],
+            ws_answers_pings: false,
+            auth_proven: false,
             outbox: VecDeque::new(),
             post_retry_at: None,
             post_attempt: 0,
@@ -477,6 +522,18 @@ impl<D: Clone> Engine<D> {
                     && self.retry_at.is_none()
                 {
                     self.start_round(now);
+                } else if let (Phase::Running, Some(r), None, None, false) = (
+                    self.phase,
+                    self.session_rung,
+                    self.session_conn,
+                    self.next_poll_at,
+                    self.poll_held,
+                ) {
+                    // A poll session whose token expired: ask again now.
+                    if self.ladder[r] == Transport::Polling {
+                        let id = self.open_conn(r, Role::Session, now);
+                        self.session_conn = Some(id);
+                    }
                 }
                 self.flush_outbox(now);
             }
@@ -509,21 +566,27 @@ impl<D: Clone> Engine<D> {
         if let Some(a) = self.diagnostics.attempt_mut(id) {
             a.opened_at = Some(now);
         }
-        match transport {
-            // Servers without a hello still answer a ping: it proves frames flow.
-            Transport::WebSocket => {
-                let text = self.options.interop.ping_text.clone();
-                if let Some(c) = self.conn_mut(id) {
-                    c.last_tx = now;
-                }
-                self.cmd(Command::SendPing { conn: id, text });
+        if role == Role::Check {
+            return;
+        }
+        if transport != Transport::WebSocket {
+            // A 200 (SSE: with `text/event-stream`, checked before `Opened`) proves the token.
+            self.auth_proven = true;
+        }
+        if transport == Transport::WebSocket {
+            // A pong proves frames flow both ways at once; servers that answer none are
+            // still open (backends users run send nothing on connect).
+            let text = self.options.interop.ping_text.clone();
+            if let Some(c) = self.conn_mut(id) {
+                c.last_tx = now;
             }
-            Transport::Polling => {
-                if role != Role::Session {
-                    self.establish(id, now);
-                }
-            }
-            Transport::Sse => {}
+            self.cmd(Command::SendPing { conn: id, text });
+        }
+        // An opened stream (HTTP 101; a 200 `text/event-stream`) or an answered poll is open:
+        // no server preamble is needed. Cross-checks tell later whether it is blocked. A
+        // probe must still prove itself before it replaces a working session.
+        if role == Role::Primary {
+            self.establish(id, now);
         }
     }
 
@@ -537,6 +600,14 @@ impl<D: Clone> Engine<D> {
     ) {
         let Some(c) = self.conn(id) else { return };
         let t = c.transport;
+        if t == Transport::Polling
+            && status == 410
+            && matches!(c.role, Role::Session | Role::Primary)
+            && self.delivery.cursor().is_some()
+        {
+            self.poll_gone(id, now);
+            return;
+        }
         let (code, action, msg) = classify_status(t, status, retry_after, error_code.as_deref());
         let url = self.diag_url(id);
         let mut m = cat(&[&msg, " (", t.as_str(), " ", &url, ")"]);
@@ -556,22 +627,70 @@ impl<D: Clone> Engine<D> {
         c.last_rx = now;
         c.ping_deadline = None;
         c.missed = 0;
+        c.spoke = true;
         if c.transport == Transport::Sse && c.opened_at.is_some() && !c.established {
             self.establish(id, now);
         }
     }
 
     fn on_items(&mut self, id: ConnId, mut items: Vec<Item<D>>, now: Millis) {
+        if self.crosscheck.is_check(id) {
+            for item in &items {
+                match item {
+                    Item::Event { id: eid, .. }
+                    | Item::TooLarge { id: eid, .. }
+                    | Item::Malformed { id: eid, .. } => {
+                        self.crosscheck.saw_event(id, eid.as_deref())
+                    }
+                    Item::Hello { cursor, .. } => self.crosscheck.saw_cursor(id, cursor.as_deref()),
+                    _ => {}
+                }
+            }
+            return;
+        }
+        let answered = items.iter().any(|i| matches!(i, Item::Pong));
+        let hello = items.iter().any(|i| matches!(i, Item::Hello { .. }));
+        let refusal_only = items.iter().all(|i| matches!(i, Item::ServerError { .. }));
         let Some(c) = self.conn_mut(id) else { return };
+        c.spoke = true;
         c.last_rx = now;
         c.ping_deadline = None;
         c.missed = 0;
         if c.opened_at.is_none() {
             c.opened_at = Some(now);
         }
-        if c.transport == Transport::Polling && !items.is_empty() {
+        // A poll that returned something is followed at once, except when all it held is a
+        // bad entry without an id: the server sends that again for the same cursor, so
+        // asking at once would loop; the normal interval applies.
+        if c.transport == Transport::Polling
+            && items
+                .iter()
+                .any(|i| !matches!(i, Item::Malformed { id: None, .. }))
+        {
             c.poll_items = true;
         }
+        let (t, rung) = (c.transport, c.rung);
+        // A hello, or a pong (sent after every frame before it), proves the whole path.
+        let proves = match t {
+            Transport::WebSocket => hello || answered,
+            Transport::Sse => hello,
+            Transport::Polling => false,
+        };
+        if proves {
+            c.proven = true;
+            c.pings_off = false;
+            if let Some(s) = self.speaks_first.get_mut(rung) {
+                *s = true;
+            }
+        }
+        // A server that says hello speaks the protocol, which answers pings.
+        if (answered || hello) && t == Transport::WebSocket {
+            self.ws_answers_pings = true;
+        }
+        if !refusal_only {
+            self.auth_proven = true;
+        }
+        let Some(c) = self.conn_mut(id) else { return };
         if !c.established {
             // A refusal is sent in-band before the close (`error` frame, then 4401): it
             // proves nothing about the rung, so it must not win the round.
@@ -581,14 +700,16 @@ impl<D: Clone> Engine<D> {
                 }
                 return;
             }
-            // A WebSocket probe replaces a working session only once it answers a ping:
-            // a proxy may pass the first frames and then stall. What it sends before is
-            // kept and replayed at the switch (repeats are dropped by the cursor), so the
-            // handover loses nothing.
+            // A WebSocket probe to a server known to answer pings replaces a working
+            // session only once it answers one: a proxy may pass the first frames and then
+            // stall. What it sends before is kept and replayed at the switch (repeats are
+            // dropped by the cursor), so the handover loses nothing. A server that answers
+            // no ping proves the path by any frame.
             let (role, t) = (c.role, c.transport);
             if role == Role::Probe
                 && t == Transport::WebSocket
-                && !items.iter().any(|i| matches!(i, Item::Pong))
+                && self.ws_answers_pings
+                && !answered
             {
                 if self.probe_buffer.len() + items.len() > PROBE_BUFFER_MAX {
                     let e = HoldfastError::new(
@@ -650,6 +771,9 @@ impl<D: Clone> Engine<D> {
                     if let Some(c) = self.conn_mut(id) {
                         c.delivered = true;
                     }
+                    self.delivered_count += 1;
+                    self.crosscheck
+                        .stream_delivered(eid.as_deref().and_then(order_key));
                     self.app(AppEvent::Message {
                         id: eid,
                         kind,
@@ -717,6 +841,8 @@ impl<D: Clone> Engine<D> {
                 limit,
             } => {
                 if self.delivery.accept(eid.as_deref()) {
+                    self.crosscheck
+                        .stream_delivered(eid.as_deref().and_then(order_key));
                     let mut msg = FrameError::TooLarge { size, limit }.describe();
                     msg.push_str("; skipped it");
                     let t = self.conn(id).map(|c| c.transport);
@@ -728,6 +854,8 @@ impl<D: Clone> Engine<D> {
             // A bad entry of a batch: reported in its place; its id, if any, moves the cursor.
             Item::Malformed { id: eid, error } => {
                 if self.delivery.accept(eid.as_deref()) {
+                    self.crosscheck
+                        .stream_delivered(eid.as_deref().and_then(order_key));
                     let mut msg = error.describe();
                     msg.push_str("; skipped it");
                     let mut err = HoldfastError::new(error.code(), msg);
@@ -786,6 +914,15 @@ impl<D: Clone> Engine<D> {
             return;
         };
         let t = c.transport;
+        if c.role == Role::Check {
+            self.remove_conn(id, now, None);
+            if c.opened_at.is_some() {
+                self.check_finished(id, now);
+            } else {
+                self.check_failed(id, "the request failed", now);
+            }
+            return;
+        }
         if t == Transport::Polling && c.opened_at.is_some() && c.established {
             // A poll request finished.
             self.remove_conn(id, now, None);
@@ -1001,7 +1138,7 @@ impl<D: Clone> Engine<D> {
             return;
         };
         match c.transport {
-            Transport::WebSocket => {
+            Transport::WebSocket if self.ws_answers_pings => {
                 let text = self.options.interop.ping_text.clone();
                 let timeout = self.options.heartbeat.pong_timeout_ms;
                 let max = self.options.heartbeat.max_missed;
@@ -1013,13 +1150,14 @@ impl<D: Clone> Engine<D> {
                 }
                 self.cmd(Command::SendPing { conn: id, text });
             }
-            Transport::Sse => {
+            // Without answered pings, only the server's own silence can tell.
+            Transport::WebSocket | Transport::Sse => {
                 if slept || now >= c.last_rx + self.silence_ms() {
                     let e = HoldfastError::new(
                         ErrorCode::HeartbeatTimeout,
                         "no data from the server since the page was suspended: reconnecting",
                     )
-                    .on(Transport::Sse);
+                    .on(c.transport);
                     self.fail_conn(id, e, Action::Now, true, now);
                 }
             }
@@ -1065,6 +1203,9 @@ impl<D: Clone> Engine<D> {
         if let Some(at) = self.post_retry_at {
             f(at, Due::PostRetry);
         }
+        if let Some(s) = self.crosscheck.suspect() {
+            f(s.deadline, Due::Suspect);
+        }
         let t = &self.options.timeouts;
         for c in &self.conns {
             if c.transport == Transport::Polling {
@@ -1083,12 +1224,7 @@ impl<D: Clone> Engine<D> {
                     && t.race_ms > 0
                     && self.round_next < self.ladder.len()
                 {
-                    let mut at = c.started_at + t.race_ms;
-                    if let Some(o) = c.opened_at {
-                        let handshake = o.saturating_sub(c.started_at);
-                        at = at.min(o + RACE_AFTER_OPEN_MIN_MS.max(handshake.saturating_mul(4)));
-                    }
-                    f(at, Due::Race(c.id));
+                    f(c.started_at + t.race_ms, Due::Race(c.id));
                 }
                 if let Some(o) = c.opened_at {
                     match c.transport {
@@ -1103,15 +1239,42 @@ impl<D: Clone> Engine<D> {
                 }
             } else if c.role == Role::Session {
                 match c.transport {
-                    Transport::WebSocket => match c.ping_deadline {
+                    Transport::WebSocket if !c.pings_off => match c.ping_deadline {
                         Some(d) => f(d, Due::Pong(c.id)),
                         None => f(
                             c.last_rx.max(c.last_tx) + self.ping_interval,
                             Due::Ping(c.id),
                         ),
                     },
-                    Transport::Sse => f(c.last_rx + self.silence_ms(), Due::Silence(c.id)),
+                    // SSE, and a WebSocket whose server answers no ping: the server's own
+                    // frames and heartbeats are the only sign of life.
+                    Transport::WebSocket | Transport::Sse => {
+                        f(c.last_rx + self.silence_ms(), Due::Silence(c.id))
+                    }
                     Transport::Polling => {}
+                }
+                if c.transport != Transport::Polling {
+                    // Fast path: this rung's server spoke at once before; silence now is proof.
+                    if let (false, Some(true), Some(o)) =
+                        (c.spoke, self.speaks_first.get(c.rung).copied(), c.opened_at)
+                    {
+                        match c.transport {
+                            Transport::WebSocket if t.first_frame_ms > 0 => {
+                                f(o + t.first_frame_ms, Due::FirstFrame(c.id))
+                            }
+                            _ if t.sse_first_bytes_ms > 0 => {
+                                f(o + t.sse_first_bytes_ms, Due::SseBytes(c.id))
+                            }
+                            _ => {}
+                        }
+                    }
+                    if let (false, Some(o)) = (c.proven, c.opened_at) {
+                        let handshake = o.saturating_sub(c.started_at);
+                        let cursor = self.delivery.cursor();
+                        if let Some(at) = self.crosscheck.due(cursor, c.last_rx, o, handshake) {
+                            f(at, Due::CrossCheck(c.id));
+                        }
+                    }
                 }
             }
         }
@@ -1183,28 +1346,38 @@ impl<D: Clone> Engine<D> {
                     }
                 }
             }
-            Due::FirstFrame(id) => {
-                let ms = self.options.timeouts.first_frame_ms;
-                let msg = cat(&[
-                    "the WebSocket opened (HTTP 101) but no frame arrived within ",
-                    &secs(ms),
-                    ": a proxy passes the upgrade but not the data",
-                ]);
-                let e = HoldfastError::new(ErrorCode::SilentAfterOpen, self.with_next(msg, id))
-                    .on(Transport::WebSocket);
-                self.fail_conn(id, e, Action::Fallback, true, now);
+            Due::FirstFrame(id) | Due::SseBytes(id) => {
+                let Some(c) = self.conn(id).cloned() else {
+                    return;
+                };
+                if c.role == Role::Probe {
+                    self.judge_probe(id, now);
+                    return;
+                }
+                // A session whose server spoke at once on earlier connections, silent now.
+                let (code, ms, text) = match c.transport {
+                    Transport::WebSocket => (
+                        ErrorCode::SilentAfterOpen,
+                        self.options.timeouts.first_frame_ms,
+                        "the WebSocket opened (HTTP 101) but no frame arrived within ",
+                    ),
+                    _ => (
+                        ErrorCode::SseBuffered,
+                        self.options.timeouts.sse_first_bytes_ms,
+                        "the SSE response started but no bytes followed within ",
+                    ),
+                };
+                let why = match c.transport {
+                    Transport::WebSocket => ", although this server sent a frame at once on earlier connections: a proxy passes the upgrade but not the data",
+                    _ => ", although this server sent bytes at once on earlier connections: a proxy or compression is buffering the stream (nginx: X-Accel-Buffering: no; IIS: disable response buffering)",
+                };
+                let e = HoldfastError::new(code, cat(&[text, &secs(ms), why])).on(c.transport);
+                self.fail_conn(id, e, Action::StepDown, true, now);
             }
-            Due::SseBytes(id) => {
-                let ms = self.options.timeouts.sse_first_bytes_ms;
-                let msg = cat(&[
-                    "the SSE response started but no bytes followed within ",
-                    &secs(ms),
-                    ": a proxy or compression is buffering the stream (nginx: X-Accel-Buffering: no; IIS: disable response buffering)",
-                ]);
-                let e = HoldfastError::new(ErrorCode::SseBuffered, self.with_next(msg, id))
-                    .on(Transport::Sse);
-                self.fail_conn(id, e, Action::Fallback, true, now);
-            }
+            // Still the session's stream? (A deadline handled just before may have ended it.)
+            Due::CrossCheck(id) if self.session_conn == Some(id) => self.open_check(id, now),
+            Due::CrossCheck(_) => {}
+            Due::Suspect => self.suspect_blocked(now),
             Due::Ping(id) => {
                 let text = self.options.interop.ping_text.clone();
                 let timeout = self.options.heartbeat.pong_timeout_ms;
@@ -1213,6 +1386,22 @@ impl<D: Clone> Engine<D> {
                     c.last_tx = now;
                 }
                 self.cmd(Command::SendPing { conn: id, text });
+            }
+            Due::Pong(id) if !self.ws_answers_pings => {
+                // This server has never answered a ping: a missing pong proves nothing.
+                if let Some(c) = self.conn_mut(id) {
+                    c.pings_off = true;
+                    c.ping_deadline = None;
+                }
+                let text = self.options.interop.ping_text.clone();
+                self.diagnostics.note(
+                    now,
+                    cat(&[
+                        "the WebSocket server does not answer the ping ",
+                        &text,
+                        ": liveness now rests on its own frames and heartbeats (set interop.pingText if it answers another text)",
+                    ]),
+                );
             }
             Due::Pong(id) => {
                 let h = &self.options.heartbeat;
@@ -1240,6 +1429,7 @@ impl<D: Clone> Engine<D> {
             }
             Due::Silence(id) => {
                 let ms = self.silence_ms();
+                let t = self.conn(id).map_or(Transport::Sse, |c| c.transport);
                 let e = HoldfastError::new(
                     ErrorCode::HeartbeatTimeout,
                     cat(&[
@@ -1248,7 +1438,7 @@ impl<D: Clone> Engine<D> {
                         ": the stream is dead or buffered; reconnecting",
                     ]),
                 )
-                .on(Transport::Sse);
+                .on(t);
                 self.fail_conn(id, e, Action::Retry, true, now);
             }
         }
@@ -1298,6 +1488,16 @@ impl<D: Clone> Engine<D> {
     }
 
     fn rung_url(&self, t: Transport, wait: Option<u64>, with_token: bool) -> String {
+        self.rung_url_since(t, wait, with_token, self.delivery.cursor())
+    }
+
+    fn rung_url_since(
+        &self,
+        t: Transport,
+        wait: Option<u64>,
+        with_token: bool,
+        since: Option<&str>,
+    ) -> String {
         let Some(base) = self.endpoints.get(t) else {
             return String::new();
         };
@@ -1309,7 +1509,7 @@ impl<D: Clone> Engine<D> {
         for (k, v) in &self.options.params {
             params.push((k, v));
         }
-        if let Some(c) = self.delivery.cursor() {
+        if let Some(c) = since {
             params.push((&i.since_param, c));
         }
         let wait_s;
@@ -1335,7 +1535,8 @@ impl<D: Clone> Engine<D> {
         self.next_conn = self.next_conn.wrapping_add(1).max(1);
         let t = self.ladder[rung];
         let wait = if t == Transport::Polling {
-            // The first request of a poll session returns at once: it proves the rung.
+            // The first request of a poll session returns at once: it proves the rung. So
+            // does a cross-check: it asks what is there now.
             Some(if role == Role::Session {
                 let wait = self.options.polling.wait_ms.unwrap_or(0);
                 self.idle_cap.map_or(wait, |cap| wait.min(cap))
@@ -1345,13 +1546,22 @@ impl<D: Clone> Engine<D> {
         } else {
             None
         };
-        let wait_param = if self.options.polling.wait_ms.is_some() {
+        // A check always says `wait=0`: a long-poll server would otherwise hold it, and a
+        // short-poll one ignores the parameter.
+        let wait_param = if self.options.polling.wait_ms.is_some() || role == Role::Check {
             wait
         } else {
             None
         };
-        let url = self.rung_url(t, wait_param, true);
-        let diag_url = self.rung_url(t, wait_param, false);
+        let since = if role == Role::Check {
+            self.crosscheck
+                .since(self.delivery.cursor())
+                .map(String::from)
+        } else {
+            self.delivery.cursor().map(String::from)
+        };
+        let url = self.rung_url_since(t, wait_param, true, since.as_deref());
+        let diag_url = self.rung_url_since(t, wait_param, false, since.as_deref());
         let token = if t == Transport::WebSocket {
             None
         } else {
@@ -1370,7 +1580,7 @@ impl<D: Clone> Engine<D> {
             started_at: now,
             opened_at: None,
             // A poll request inside a session needs no proof that the rung works.
-            established: role == Role::Session,
+            established: role == Role::Session || role == Role::Check,
             last_rx: now,
             last_tx: now,
             ping_deadline: None,
@@ -1378,10 +1588,14 @@ impl<D: Clone> Engine<D> {
             raced: false,
             poll_items: false,
             poll_wait: wait.unwrap_or(0),
-            since: self.delivery.cursor().map(String::from),
+            since,
             delivered: false,
+            spoke: false,
+            proven: false,
+            pings_off: false,
+            delivered_before: self.delivered_count,
         });
-        if role != Role::Session {
+        if role != Role::Session && role != Role::Check {
             self.diagnostics.push_attempt(Attempt {
                 conn: id,
                 transport: t,
@@ -1415,7 +1629,6 @@ impl<D: Clone> Engine<D> {
         if role == Role::Session {
             return;
         }
-        self.classify_silent_losers(id, now);
         // Everything else that could deliver goes: never two rungs at once.
         let others: Vec<ConnId> = self
             .conns
@@ -1437,6 +1650,9 @@ impl<D: Clone> Engine<D> {
         self.session_rung = Some(rung);
         self.session_conn = Some(id);
         self.session_hello = None;
+        let interval = self.check_interval(t);
+        self.crosscheck.new_session(interval);
+        self.idle_noted = false;
         self.next_poll_at = None;
         self.round_running = false;
         self.retry_at = None;
@@ -1546,54 +1762,284 @@ impl<D: Clone> Engine<D> {
         self.probe_at = Some(now + self.probe_delay);
     }
 
-    /// A rung that opened and then stayed silent while `winner` started, opened and
-    /// delivered lost the race for a reason the app must see (a proxy relays nothing, or
-    /// buffers the stream): its attempt gets the failure class its own deadline would have
-    /// given, instead of looking like a clean attempt that merely lost. A rung that opened
-    /// after the winner started just lost a fair race and gets nothing.
-    fn classify_silent_losers(&mut self, winner: ConnId, now: Millis) {
-        let Some(w) = self.conn(winner) else { return };
-        let (winner_started, winner_t) = (w.started_at, w.transport);
-        let losers: Vec<(ConnId, Transport, Millis)> = self
-            .conns
-            .iter()
-            .filter(|c| c.id != winner && !c.established && c.transport != Transport::Polling)
-            .filter_map(|c| Some((c.id, c.transport, c.opened_at?)))
-            .filter(|&(_, _, opened)| opened <= winner_started)
-            .collect();
-        for (id, t, opened) in losers {
-            let silent = secs(now.saturating_sub(opened));
-            let (code, text) = match t {
-                Transport::WebSocket => (
-                    ErrorCode::SilentAfterOpen,
+    /// A probe opened and has been quiet for its first-frame deadline. It is blocked when
+    /// the session delivered events it did not (they went to both), or when its server
+    /// spoke at once on earlier connections; otherwise both were quiet and it takes over
+    /// (cross-checks then watch it like any quiet stream).
+    fn judge_probe(&mut self, id: ConnId, now: Millis) {
+        let Some(c) = self.conn(id).cloned() else {
+            return;
+        };
+        let session = self.session_rung.map_or("?", |r| self.ladder[r].as_str());
+        let owed = self.delivered_count.saturating_sub(c.delivered_before);
+        let known = self.speaks_first.get(c.rung) == Some(&true);
+        if owed == 0 && !known {
+            self.diagnostics.note(
+                now,
+                cat(&[
+                    "the ",
+                    c.transport.as_str(),
+                    " probe stayed open and quiet while ",
+                    session,
+                    " was quiet too: moving up; cross-checks watch it",
+                ]),
+            );
+            self.establish(id, now);
+            return;
+        }
+        let why = if owed > 0 {
+            cat(&[
+                " while ",
+                session,
+                " delivered ",
+                &u64_to_string(owed),
+                " events: the path is still blocked",
+            ])
+        } else {
+            String::from(" although this server sent data at once on earlier connections: the path is still blocked")
+        };
+        let (code, what) = match c.transport {
+            Transport::WebSocket => (
+                ErrorCode::SilentAfterOpen,
+                "the WebSocket probe opened (HTTP 101) but delivered nothing",
+            ),
+            _ => (
+                ErrorCode::SseBuffered,
+                "the SSE probe started but delivered nothing",
+            ),
+        };
+        let e = HoldfastError::new(code, cat(&[what, &why])).on(c.transport);
+        self.fail_conn(id, e, Action::Fallback, true, now);
+    }
+
+    /// The cross-check interval a new session on `t` starts with: `timeouts.firstFrameMs`
+    /// (WebSocket) or `timeouts.sseFirstBytesMs` (SSE); 0 (no checks) for polling, or when
+    /// the ladder has no polling rung to ask.
+    fn check_interval(&self, t: Transport) -> u64 {
+        if !self.ladder.contains(&Transport::Polling) {
+            return 0;
+        }
+        match t {
+            Transport::WebSocket => self.options.timeouts.first_frame_ms,
+            Transport::Sse => self.options.timeouts.sse_first_bytes_ms,
+            Transport::Polling => 0,
+        }
+    }
+
+    /// Asks the polling rung, without holding, what follows the cursor of stream `target`.
+    fn open_check(&mut self, target: ConnId, now: Millis) {
+        let Some(rung) = self.ladder.iter().position(|t| *t == Transport::Polling) else {
+            return;
+        };
+        let since = self
+            .crosscheck
+            .since(self.delivery.cursor())
+            .map(String::from);
+        if since.as_deref().is_some_and(|s| order_key(s).is_none()) {
+            self.crosscheck.turn_off();
+            self.diagnostics.note(
+                now,
+                String::from("cross-checks off: the cursor is not an integer or <ms>-<seq> id, so a poll's answer cannot be compared with the stream's"),
+            );
+            return;
+        }
+        let id = self.open_conn(rung, Role::Check, now);
+        self.crosscheck.started(id, target, since.as_deref(), now);
+    }
+
+    fn check_failed(&mut self, id: ConnId, why: &str, now: Millis) {
+        if !self.crosscheck.is_check(id) {
+            return;
+        }
+        self.crosscheck.failed(id, now);
+        let next = secs(self.crosscheck.interval_ms());
+        self.diagnostics.note(
+            now,
+            cat(&[
+                "cross-check poll failed (",
+                why,
+                "): no verdict; next check after ",
+                &next,
+                " of silence",
+            ]),
+        );
+    }
+
+    fn check_finished(&mut self, id: ConnId, now: Millis) {
+        let Some(verdict) = self.crosscheck.finished(id, self.delivery.baseline(), now) else {
+            return;
+        };
+        let t = self.session_rung.map_or("?", |r| self.ladder[r].as_str());
+        match verdict {
+            Verdict::Idle if !self.idle_noted => {
+                self.idle_noted = true;
+                self.diagnostics.note(
+                    now,
                     cat(&[
-                        "the WebSocket opened (HTTP 101) but no frame arrived in ",
-                        &silent,
-                        " while ",
-                        winner_t.as_str(),
-                        " delivered: a proxy passes the upgrade but not the data; using ",
-                        winner_t.as_str(),
+                        "cross-check: a poll with the stream's cursor found nothing it had not delivered: the ",
+                        t,
+                        " stream is idle, not blocked",
                     ]),
-                ),
-                _ => (
-                    ErrorCode::SseBuffered,
+                );
+            }
+            Verdict::Suspect { count, newest } => {
+                let grace = self
+                    .crosscheck
+                    .suspect()
+                    .map_or(0, |s| s.deadline.saturating_sub(now));
+                self.diagnostics.note(
+                    now,
                     cat(&[
-                        "the SSE response started but no bytes followed in ",
-                        &silent,
-                        " while ",
-                        winner_t.as_str(),
-                        " delivered: a proxy or compression is buffering the stream (nginx: X-Accel-Buffering: no; IIS: disable response buffering); using ",
-                        winner_t.as_str(),
+                        "cross-check: a poll with the stream's cursor found ",
+                        &u64_to_string(count as u64),
+                        " events up to ",
+                        &newest,
+                        " that ",
+                        t,
+                        " has not delivered; it has ",
+                        &secs(grace),
+                        " to deliver them",
                     ]),
-                ),
-            };
-            let err = HoldfastError::new(code, text).on(t);
-            if let Some(a) = self.diagnostics.attempt_mut(id) {
-                if a.failure.is_none() {
-                    a.failure = Some(err.clone());
-                    self.emit_error(err);
+                );
+            }
+            Verdict::Baseline => {
+                // As with a hello's cursor: a reconnect (or a step-down) resumes from here.
+                if let Some(b) = self.crosscheck.since(None).map(String::from) {
+                    self.delivery.adopt(&b);
                 }
             }
+            Verdict::Unusable => self.diagnostics.note(
+                now,
+                String::from("cross-checks off: the polled events' ids are not integers or <ms>-<seq>, so they cannot be compared with the stream's"),
+            ),
+            Verdict::Idle => {}
+        }
+    }
+
+    /// A cross-check saw events the session stream still has not delivered: it is blocked.
+    fn suspect_blocked(&mut self, now: Millis) {
+        let Some(s) = self.crosscheck.take_suspect() else {
+            return;
+        };
+        let Some(c) = self.conn(s.target).filter(|c| c.role == Role::Session) else {
+            return;
+        };
+        let t = c.transport;
+        let waited = secs(now.saturating_sub(s.checked_at));
+        let head = cat(&[
+            "a poll with the same cursor returned ",
+            &u64_to_string(s.count as u64),
+            " events (up to ",
+            &s.newest,
+            ") that the ",
+            t.as_str(),
+            " stream had not delivered ",
+            &waited,
+            " later: ",
+        ]);
+        let (code, why) = match t {
+            Transport::WebSocket => (
+                ErrorCode::SilentAfterOpen,
+                "a proxy passes the upgrade but not the data",
+            ),
+            _ => (
+                ErrorCode::SseBuffered,
+                "a proxy or compression is buffering the stream (nginx: proxy_buffering off or X-Accel-Buffering: no; IIS: disable response buffering)",
+            ),
+        };
+        let e = HoldfastError::new(code, cat(&[&head, why])).on(t);
+        self.fail_conn(s.target, e, Action::StepDown, true, now);
+    }
+
+    /// A token that worked was rejected (401, close 4401/4402 after data arrived with it):
+    /// it expired. Ask the provider for a fresh one and go on at once, with no error and no
+    /// backoff; a poll session stays open meanwhile. `unauthorized` is reported only when
+    /// the fresh token fails too (then `auth_proven` is false and this returns `false`).
+    fn quiet_token_refresh(&mut self, c: &Conn, close: bool, now: Millis) -> bool {
+        if !self.options.use_token || !self.auth_proven || c.role == Role::Probe {
+            return false;
+        }
+        self.auth_proven = false;
+        self.token = None;
+        self.diagnostics.note(
+            now,
+            cat(&[
+                "the server rejected the token on ",
+                c.transport.as_str(),
+                " after it had worked (expired?): asking the token provider for a fresh one and going on at once",
+            ]),
+        );
+        self.remove_conn(c.id, now, if close { Some(CLOSE_NORMAL) } else { None });
+        match c.role {
+            // The poll session goes on: its next request waits for the token.
+            Role::Session if c.transport == Transport::Polling => self.session_conn = None,
+            Role::Session => {
+                self.handover.clear();
+                self.session_rung = None;
+                self.session_conn = None;
+                self.probe_at = None;
+                self.healthy_at = None;
+                let rest: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
+                for id in rest {
+                    self.remove_conn(id, now, Some(CLOSE_NORMAL));
+                }
+                for p in self.outbox.iter_mut() {
+                    if p.state == SendState::OnConn(c.id) {
+                        p.state = SendState::Unsent;
+                    }
+                }
+                self.start_rung = c.rung;
+                self.round_running = false;
+            }
+            _ => {
+                let rest: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|c| c.role == Role::Primary)
+                    .map(|c| c.id)
+                    .collect();
+                for id in rest {
+                    self.remove_conn(id, now, Some(CLOSE_NORMAL));
+                }
+                self.round_running = false;
+            }
+        }
+        self.request_token();
+        true
+    }
+
+    /// HTTP 410 Gone on a poll: the backend no longer holds what follows the cursor. That is
+    /// a reset: one gap, then polls without a cursor.
+    fn poll_gone(&mut self, id: ConnId, now: Millis) {
+        let Some(c) = self.conn(id).cloned() else {
+            return;
+        };
+        self.remove_conn(id, now, Some(CLOSE_NORMAL));
+        let cursor = self.delivery.cursor().map(String::from);
+        if self.delivery.reset(None, None) {
+            let err = HoldfastError::new(
+                ErrorCode::ServerReset,
+                "the server no longer holds the events after the cursor (HTTP 410 Gone): some were lost; reload your state",
+            )
+            .on(Transport::Polling);
+            self.last_error = Some(err);
+            self.diagnostics
+                .note(now, String::from("server reset: HTTP 410 Gone on a poll"));
+            self.app(AppEvent::Gap {
+                reason: String::from("gone"),
+                cursor,
+                oldest: None,
+            });
+        }
+        match c.role {
+            Role::Session if self.phase == Phase::Running => {
+                let next = self.open_conn(c.rung, Role::Session, now);
+                self.session_conn = Some(next);
+            }
+            Role::Primary => {
+                self.open_conn(c.rung, Role::Primary, now);
+            }
+            _ => {}
         }
     }
 
@@ -1610,6 +2056,14 @@ impl<D: Clone> Engine<D> {
         let Some(c) = self.conn(id).cloned() else {
             return;
         };
+        if c.role == Role::Check {
+            self.remove_conn(id, now, if close { Some(CLOSE_NORMAL) } else { None });
+            self.check_failed(id, &err.message, now);
+            return;
+        }
+        if action == Action::Auth && self.quiet_token_refresh(&c, close, now) {
+            return;
+        }
         if let Some(a) = self.diagnostics.attempt_mut(id) {
             a.failure = Some(err.clone());
         } else {
@@ -1642,6 +2096,7 @@ impl<D: Clone> Engine<D> {
             }
             Role::Session => self.session_lost(c, err, action, now),
             Role::Primary => self.primary_failed(err, action, now),
+            Role::Check => {} // handled above
         }
     }
 
@@ -1721,12 +2176,27 @@ impl<D: Clone> Engine<D> {
         self.note_stall(&c, &err, action, now);
         match action {
             Action::Now => self.start_round(now),
+            Action::StepDown if c.rung + 1 < self.ladder.len() => {
+                self.start_rung = c.rung + 1;
+                self.demoted_at = Some(now);
+                self.probe_delay = self.options.probe.initial_ms;
+                let note = cat(&[
+                    "stepping down from ",
+                    c.transport.as_str(),
+                    " to ",
+                    self.ladder[c.rung + 1].as_str(),
+                    ": ",
+                    err.code.as_str(),
+                ]);
+                self.diagnostics.note(now, note);
+                self.start_round(now);
+            }
             Action::Auth => {
                 self.token = None;
                 self.round_failed(err, None, now);
             }
             Action::RateLimited(ms) => self.round_failed(err, Some(ms), now),
-            Action::Fallback | Action::Retry => {
+            Action::Fallback | Action::Retry | Action::StepDown => {
                 let delay = self.backoff_delay(true, None);
                 self.attempt += 1;
                 self.retry_at = Some(now + delay);

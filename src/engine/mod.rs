@@ -45,6 +45,7 @@
 // Not part of the API: the input generator for the property test and the fuzz target.
 #[doc(hidden)]
 pub mod byte_script;
+mod crosscheck;
 pub mod decode;
 mod delivery;
 pub mod diagnostics;

@@ -169,38 +169,6 @@ fn an_empty_poll_waits_the_interval_before_asking_again() {
 // ----- 2. failure classes ---------------------------------------------------------------
 
 #[test]
-fn a_websocket_that_opens_but_stays_silent_falls_back() {
-    let mut h = H::started(opts());
-    let (ws, _, _) = h.last_conn();
-    h.opened(ws);
-    assert_eq!(
-        h.pings.len(),
-        1,
-        "a ping right after opening asks for a first frame"
-    );
-    h.advance(3_000); // race deadline: SSE starts beside
-    assert_eq!(h.open.len(), 2);
-    h.advance(2_000);
-    assert!(!h.is_open(ws));
-    assert_eq!(h.errors(), [ErrorCode::SilentAfterOpen]);
-    assert!(h.error_messages()[0].contains("101"));
-}
-
-#[test]
-fn sse_headers_without_bytes_are_detected_as_buffering() {
-    let mut o = opts();
-    o.transports = vec![Transport::Sse, Transport::Polling];
-    o.timeouts.race_ms = 0;
-    let mut h = H::started(o);
-    let (sse, _, _) = h.last_conn();
-    h.opened(sse);
-    h.advance(5_000);
-    assert_eq!(h.errors(), [ErrorCode::SseBuffered]);
-    assert!(h.error_messages()[0].contains("buffering"));
-    assert_eq!(h.last_conn().1, Transport::Polling);
-}
-
-#[test]
 fn a_peer_close_of_a_working_connection_retries_the_same_rung() {
     let mut h = H::started(opts());
     let ws = h.connect_last();
@@ -227,17 +195,33 @@ fn unauthorized_asks_for_a_new_token_and_does_not_fall_back() {
         code: Some(4401),
         reason: "expired".into(),
     });
-    assert_eq!(h.errors(), [ErrorCode::Unauthorized]);
+    assert!(
+        h.errors().is_empty(),
+        "a token that worked expired: refreshed quietly"
+    );
     assert_eq!(h.count_cmd(|c| matches!(c, Command::RequestToken)), 2);
     h.input(Input::Token(Ok("secret-2".into())));
-    h.advance(1_000);
+    let (ws2, t, url) = h.last_conn();
+    assert_eq!(t, Transport::WebSocket, "at once, on the same rung");
+    assert!(url.ends_with("token=secret-2"));
+    // The fresh token is refused before any data: that is an error, and no fallback.
+    h.opened(ws2);
+    h.input(Input::Closed {
+        conn: ws2,
+        code: Some(4401),
+        reason: "invalid".into(),
+    });
+    assert_eq!(h.errors(), [ErrorCode::Unauthorized]);
+    assert_eq!(h.count_cmd(|c| matches!(c, Command::RequestToken)), 3);
+    h.input(Input::Token(Ok("secret-3".into())));
+    h.advance(2_000);
     let (_, t, url) = h.last_conn();
     assert_eq!(
         t,
         Transport::WebSocket,
         "auth failures never step down the ladder"
     );
-    assert!(url.ends_with("token=secret-2"));
+    assert!(url.ends_with("token=secret-3"));
 }
 
 #[test]
@@ -407,6 +391,463 @@ fn a_connection_that_never_opens_times_out() {
     assert_eq!(h.errors(), [ErrorCode::OpenTimeout]);
 }
 
+// ----- 2b. liveness without a server preamble ------------------------------------------------
+
+/// A poll body's `cursor` (decoded as a trailing hello).
+fn poll_cursor(c: &str) -> Item<serde_json::Value> {
+    Item::Hello {
+        cursor: Some(c.into()),
+        heartbeat_ms: None,
+    }
+}
+
+#[test]
+fn a_websocket_that_opens_is_open_although_the_server_sends_nothing() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.opened(ws);
+    assert_eq!(h.status(), Status::Connected);
+    assert_eq!(h.e.snapshot().transport, Some(Transport::WebSocket));
+    assert_eq!(
+        h.pings.len(),
+        1,
+        "a ping at once: a pong would prove the path"
+    );
+    assert_eq!(h.open.len(), 1, "no rung is raced beside an open one");
+    assert!(h.errors().is_empty());
+}
+
+#[test]
+fn an_sse_response_is_open_on_its_headers_although_no_byte_follows() {
+    let mut o = opts();
+    o.transports = vec![Transport::Sse, Transport::Polling];
+    let mut h = H::started(o);
+    let (sse, _, _) = h.last_conn();
+    h.opened(sse);
+    assert_eq!(h.status(), Status::Connected);
+    assert_eq!(h.e.snapshot().transport, Some(Transport::Sse));
+    assert!(h.errors().is_empty());
+}
+
+#[test]
+fn a_quiet_stream_is_cross_checked_and_an_empty_answer_proves_it_idle() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.advance(40);
+    h.opened(ws); // a 40 ms handshake
+    h.advance(39);
+    assert!(!h.has_check_open());
+    h.advance(1);
+    // No cursor yet: one handshake after opening, the server's position is asked.
+    let url = h.answer_check(vec![H::ev("6"), H::ev("7"), poll_cursor("7")]);
+    assert_eq!(url, "https://app.example.com/realtime/poll?wait=0");
+    assert_eq!(
+        h.e.snapshot().cursor.as_deref(),
+        Some("7"),
+        "the baseline is adopted like a hello's cursor"
+    );
+    assert!(
+        h.delivered().is_empty(),
+        "a check's events are evidence, not deliveries"
+    );
+    // Then 5 s (timeouts.firstFrameMs) of silence later, with the cursor.
+    h.advance(4_999);
+    assert!(!h.has_check_open());
+    h.advance(1);
+    let url = h.answer_check(vec![poll_cursor("7")]);
+    assert_eq!(url, "https://app.example.com/realtime/poll?since=7&wait=0");
+    assert!(h
+        .notes()
+        .iter()
+        .any(|n| n.contains("websocket stream is idle, not blocked")));
+    // An idle verdict doubles the wait: 10 s, then 20 s.
+    h.advance(9_999);
+    assert!(!h.has_check_open());
+    h.advance(1);
+    h.answer_check(vec![]);
+    h.advance(19_999);
+    assert!(!h.has_check_open());
+    h.advance(1);
+    assert!(h.has_check_open());
+    assert!(h.is_open(ws));
+    assert_eq!(h.status(), Status::Connected);
+    assert!(h.errors().is_empty(), "{:?}", h.error_messages());
+}
+
+#[test]
+fn a_stream_that_delivers_is_not_checked_until_it_falls_silent() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.opened(ws);
+    h.events_on(ws, &["1"]);
+    for i in 2..20 {
+        h.advance(4_000);
+        h.events_on(ws, &[&i.to_string()]);
+        assert!(!h.has_check_open(), "busy streams need no check");
+    }
+    h.advance(5_000);
+    assert!(h.has_check_open());
+    assert!(h.open.last().unwrap().2.contains("since=19"));
+}
+
+#[test]
+fn a_black_holed_websocket_is_proven_blocked_by_a_poll_and_the_client_steps_down_without_loss() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.opened(ws); // HTTP 101, then nothing passes
+    h.answer_check(vec![poll_cursor("7")]);
+    h.advance(5_000);
+    h.answer_check(vec![H::ev("8"), H::ev("9"), poll_cursor("9")]);
+    assert!(h.is_open(ws), "suspect only: it may just be behind");
+    assert!(h
+        .notes()
+        .iter()
+        .any(|n| n.contains("found 2 events up to 9 that websocket has not delivered")));
+    h.advance(999);
+    assert!(h.is_open(ws));
+    h.advance(1);
+    assert!(!h.is_open(ws));
+    assert_eq!(h.errors(), [ErrorCode::SilentAfterOpen]);
+    let m = &h.error_messages()[0];
+    assert!(
+        m.contains("a poll with the same cursor returned 2 events"),
+        "{m}"
+    );
+    assert!(m.contains("passes the upgrade but not the data"), "{m}");
+    // One rung lower at once, from the adopted baseline: 8 and 9 are not lost.
+    let (sse, t, url) = h.last_conn();
+    assert_eq!(t, Transport::Sse);
+    assert!(url.ends_with("sse?since=7"), "{url}");
+    h.opened(sse);
+    h.events_on(sse, &["8", "9"]);
+    assert_eq!(h.delivered(), ["8", "9"]);
+    assert!(h
+        .notes()
+        .iter()
+        .any(|n| n.contains("stepping down from websocket to sse")));
+}
+
+#[test]
+fn a_suspect_stream_that_catches_up_within_the_grace_was_only_behind() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.opened(ws);
+    h.answer_check(vec![poll_cursor("7")]);
+    h.advance(5_000);
+    h.answer_check(vec![H::ev("8"), H::ev("9")]);
+    h.advance(500);
+    h.events_on(ws, &["8", "9"]);
+    h.advance(10_000);
+    assert!(h.is_open(ws));
+    assert!(h.errors().is_empty());
+    assert_eq!(h.delivered(), ["8", "9"]);
+}
+
+#[test]
+fn a_buffering_proxy_that_holds_the_tail_of_an_sse_stream_is_found_after_the_burst() {
+    let mut o = opts();
+    o.transports = vec![Transport::Sse, Transport::Polling];
+    let mut h = H::started(o);
+    let (sse, _, _) = h.last_conn();
+    h.opened(sse);
+    h.answer_check(vec![poll_cursor("0")]);
+    // A 4 KiB burst arrives, then the rest stays in the proxy's buffer.
+    h.advance(1_000);
+    h.input(Input::Activity {
+        conn: sse,
+        bytes: 4096,
+    });
+    h.events_on(sse, &["1", "2", "3"]);
+    h.advance(5_000);
+    let url = h.answer_check(vec![H::ev("4"), H::ev("5")]);
+    assert!(url.contains("since=3"), "{url}");
+    h.advance(1_000);
+    assert_eq!(h.errors(), [ErrorCode::SseBuffered]);
+    assert!(h.error_messages()[0].contains("buffering"));
+    let (p, t, url) = h.last_conn();
+    assert_eq!(t, Transport::Polling);
+    assert!(url.contains("since=3"), "{url}");
+    h.opened(p);
+    h.events_on(p, &["4", "5"]);
+    assert_eq!(h.delivered(), ["1", "2", "3", "4", "5"]);
+}
+
+#[test]
+fn a_server_that_says_hello_is_judged_by_its_heartbeats_not_by_checks() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last();
+    for _ in 0..6 {
+        h.advance(20_000);
+        h.items(ws, vec![Item::Heartbeat]);
+        assert!(!h.has_check_open());
+    }
+    assert!(h.is_open(ws));
+}
+
+#[test]
+fn a_pong_proves_a_quiet_websocket_and_stops_the_checks() {
+    let mut o = opts();
+    o.interop.ping_text = "ping".into();
+    let mut h = H::started(o);
+    let (ws, _, _) = h.last_conn();
+    h.opened(ws);
+    h.items(ws, vec![Item::Pong]);
+    for _ in 0..4 {
+        h.advance(30_000); // the next ping
+        h.items(ws, vec![Item::Pong]);
+        assert!(!h.has_check_open());
+    }
+    assert!(h.is_open(ws));
+    assert!(h.errors().is_empty());
+}
+
+#[test]
+fn without_a_polling_rung_an_opened_websocket_is_simply_open() {
+    let mut o = opts();
+    o.transports = vec![Transport::WebSocket];
+    let mut h = H::started(o);
+    let (ws, _, _) = h.last_conn();
+    h.opened(ws);
+    h.advance(20_000);
+    assert_eq!(h.open.len(), 1);
+    assert_eq!(h.status(), Status::Connected);
+}
+
+#[test]
+fn a_server_that_answers_no_ping_is_kept_and_judged_by_its_own_heartbeats() {
+    let mut o = opts();
+    o.transports = vec![Transport::WebSocket];
+    let mut h = H::started(o);
+    let (ws, _, _) = h.last_conn();
+    h.opened(ws);
+    // The seed's server: `{"type":"heartbeat"}` after 30 s of silence, pings ignored.
+    for _ in 0..6 {
+        h.advance(40_000); // our ping at 30 s delays its heartbeat
+        h.items(ws, vec![Item::Heartbeat]);
+    }
+    assert!(h.is_open(ws), "unanswered pings are not a death sentence");
+    assert!(h.errors().is_empty(), "{:?}", h.error_messages());
+    assert!(h
+        .notes()
+        .iter()
+        .any(|n| n.contains("does not answer the ping")));
+    // Its silence still counts: no frame for heartbeat.serverSilenceMs (65 s) is dead.
+    h.advance(65_000);
+    assert!(!h.is_open(ws));
+    assert_eq!(h.errors(), [ErrorCode::HeartbeatTimeout]);
+}
+
+#[test]
+fn a_rung_whose_server_spoke_first_before_and_is_silent_now_steps_down_without_a_check() {
+    let mut h = H::started(opts());
+    let ws = h.connect_last(); // hello: this server speaks first
+    h.closed(ws, Some(1001));
+    h.advance(5_000);
+    let (ws2, t, _) = h.last_conn();
+    assert_eq!(t, Transport::WebSocket);
+    h.opened(ws2); // and now nothing passes
+    h.advance(4_999);
+    assert!(h.is_open(ws2));
+    h.advance(1);
+    assert!(!h.is_open(ws2));
+    assert_eq!(h.errors().last(), Some(&ErrorCode::SilentAfterOpen));
+    assert!(h
+        .error_messages()
+        .last()
+        .unwrap()
+        .contains("earlier connections"));
+    assert_eq!(h.last_conn().1, Transport::Sse);
+}
+
+#[test]
+fn a_failed_check_proves_nothing_and_waits_longer() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.opened(ws);
+    h.answer_check(vec![poll_cursor("1")]);
+    h.advance(5_000);
+    let (c, _, _) = h.last_conn();
+    h.input(Input::HttpStatus {
+        conn: c,
+        status: 502,
+        retry_after_ms: None,
+        error_code: None,
+    });
+    assert!(h.is_open(ws));
+    assert!(
+        h.errors().is_empty(),
+        "a check's failure is a note, not an app error"
+    );
+    assert!(h
+        .notes()
+        .iter()
+        .any(|n| n.contains("cross-check poll failed")));
+    h.advance(9_999);
+    assert!(!h.has_check_open());
+    h.advance(1);
+    assert!(h.has_check_open());
+}
+
+#[test]
+fn a_quiet_probe_takes_over_when_the_session_was_quiet_too_and_fails_when_the_session_delivered() {
+    let mut o = opts();
+    o.transports = vec![Transport::WebSocket, Transport::Polling];
+    let mut h = H::started(o);
+    let (ws, _, _) = h.last_conn();
+    h.closed(ws, None); // refused: polling
+    let p = h.connect_last();
+    h.events_on(p, &["1"]);
+    h.closed(p, None);
+    // The first probe opens and stays quiet while the poll session delivers: blocked.
+    let mut probe = None;
+    for _ in 0..400 {
+        h.advance(100);
+        for (c, t, _) in h.open.clone() {
+            match t {
+                Transport::Polling => {
+                    h.opened(c);
+                    h.closed(c, None);
+                }
+                Transport::WebSocket if probe.is_none() => probe = Some(c),
+                _ => {}
+            }
+        }
+        if probe.is_some() {
+            break;
+        }
+    }
+    let probe = probe.expect("a probe of the WebSocket");
+    h.opened(probe);
+    h.advance(1_000);
+    let poll = h.conn_of(Transport::Polling);
+    h.opened(poll);
+    h.events_on(poll, &["2"]);
+    h.closed(poll, None);
+    h.advance(4_000);
+    assert!(
+        !h.is_open(probe),
+        "the session delivered 2, the probe nothing"
+    );
+    assert_eq!(h.e.snapshot().transport, Some(Transport::Polling));
+    assert!(h.e.diagnostics().notes.iter().any(|n| n
+        .text
+        .contains("probe of websocket failed: silent_after_open")));
+    // The next probe opens while nothing is published: both quiet, it takes over.
+    let mut probe2 = None;
+    for _ in 0..2_000 {
+        h.advance(1_000);
+        for (c, t, _) in h.open.clone() {
+            match t {
+                Transport::Polling => {
+                    h.opened(c);
+                    h.closed(c, None);
+                }
+                Transport::WebSocket if probe2.is_none() => probe2 = Some(c),
+                _ => {}
+            }
+        }
+        if probe2.is_some() {
+            break;
+        }
+    }
+    let probe2 = probe2.expect("a second probe");
+    h.opened(probe2);
+    h.advance(5_000);
+    assert_eq!(h.e.snapshot().transport, Some(Transport::WebSocket));
+    assert!(h.is_open(probe2));
+    assert!(h
+        .notes()
+        .iter()
+        .any(|n| n.contains("moving up; cross-checks watch it")));
+    h.events_on(probe2, &["3"]);
+    assert_eq!(h.delivered(), ["1", "2", "3"]);
+}
+
+#[test]
+fn http_410_on_a_poll_is_a_reset_then_polls_start_over_without_a_cursor() {
+    let mut o = opts();
+    o.transports = vec![Transport::Polling];
+    let mut h = H::started(o);
+    let p = h.connect_last();
+    h.events_on(p, &["5"]);
+    h.closed(p, None);
+    let (p2, _, url) = h.last_conn();
+    assert!(url.contains("since=5"));
+    h.input(Input::HttpStatus {
+        conn: p2,
+        status: 410,
+        retry_after_ms: None,
+        error_code: None,
+    });
+    assert_eq!(h.gaps(), 1);
+    assert!(h.errors().is_empty(), "a gap, not an error");
+    assert_eq!(h.status(), Status::Connected);
+    let (p3, _, url) = h.last_conn();
+    assert!(!url.contains("since="), "{url}");
+    h.opened(p3);
+    h.events_on(p3, &["1", "2"]);
+    assert_eq!(h.delivered(), ["5", "1", "2"]);
+}
+
+#[test]
+fn an_expired_token_on_a_poll_is_refreshed_at_once_without_an_error_or_a_reconnect() {
+    let mut o = opts();
+    o.transports = vec![Transport::Polling];
+    o.use_token = true;
+    let mut h = H::started(o);
+    h.input(Input::Token(Ok("t1".into())));
+    let p = h.connect_last();
+    h.events_on(p, &["1"]);
+    h.closed(p, None);
+    let (p2, _, _) = h.last_conn();
+    h.input(Input::HttpStatus {
+        conn: p2,
+        status: 401,
+        retry_after_ms: None,
+        error_code: Some("token_expired".into()),
+    });
+    assert_eq!(h.status(), Status::Connected, "the poll session stays open");
+    assert!(h.errors().is_empty(), "{:?}", h.error_messages());
+    assert_eq!(
+        h.count_cmd(|c| matches!(c, Command::RequestToken)),
+        2,
+        "a fresh token is asked for"
+    );
+    h.input(Input::Token(Ok("t2".into())));
+    let (p3, t, _) = h.last_conn();
+    assert_eq!(t, Transport::Polling);
+    assert_ne!(p3, p2, "polled again at once with the fresh token");
+    // The fresh token fails too: now it is an error, with a backoff.
+    h.input(Input::HttpStatus {
+        conn: p3,
+        status: 401,
+        retry_after_ms: None,
+        error_code: Some("token_invalid".into()),
+    });
+    assert_eq!(h.errors(), [ErrorCode::Unauthorized]);
+    assert_eq!(h.status(), Status::Reconnecting);
+}
+
+#[test]
+fn an_expired_token_on_a_websocket_reconnects_with_a_fresh_one_at_once() {
+    let mut o = opts();
+    o.use_token = true;
+    let mut h = H::started(o);
+    h.input(Input::Token(Ok("t1".into())));
+    let ws = h.connect_last();
+    h.events_on(ws, &["1"]);
+    h.input(Input::Closed {
+        conn: ws,
+        code: Some(4402),
+        reason: "token_expired".into(),
+    });
+    assert!(h.errors().is_empty(), "{:?}", h.error_messages());
+    h.input(Input::Token(Ok("t2".into())));
+    let (_, t, url) = h.last_conn();
+    assert_eq!(t, Transport::WebSocket);
+    assert!(url.contains("token=t2") && url.contains("since=1"), "{url}");
+}
+
 // ----- 3. early race --------------------------------------------------------------------
 
 #[test]
@@ -446,87 +887,6 @@ fn the_websocket_still_wins_when_it_delivers_first_during_the_race() {
         .notes
         .iter()
         .any(|n| n.text.contains("starting sse beside")));
-}
-
-#[test]
-fn a_rung_that_opened_but_sent_nothing_gets_the_next_one_raced_a_second_after_opening() {
-    let mut h = H::started(opts());
-    let (ws, _, _) = h.last_conn();
-    h.advance(50);
-    h.opened(ws); // a 50 ms handshake: the hello should follow at once
-    h.advance(999);
-    assert_eq!(h.open.len(), 1);
-    h.advance(1);
-    assert_eq!(h.open.len(), 2, "SSE starts beside the silent WebSocket");
-    assert!(h.is_open(ws), "the WebSocket may still deliver and win");
-}
-
-#[test]
-fn on_a_slow_link_the_race_after_opening_waits_four_handshakes_but_never_past_race_ms() {
-    let mut h = H::started(opts());
-    let (ws, _, _) = h.last_conn();
-    h.advance(400);
-    h.opened(ws); // 400 ms handshake: 4 × 400 = 1.6 s after opening
-    h.advance(1_599);
-    assert_eq!(h.open.len(), 1);
-    h.advance(1);
-    assert_eq!(h.open.len(), 2);
-
-    let mut h = H::started(opts());
-    let (ws, _, _) = h.last_conn();
-    h.advance(900);
-    h.opened(ws); // 4 × 900 ms would be 4.5 s after starting: race_ms (3 s) comes first
-    h.advance(2_099);
-    assert_eq!(h.open.len(), 1);
-    h.advance(1);
-    assert_eq!(h.open.len(), 2);
-}
-
-#[test]
-fn a_websocket_that_opened_silent_and_lost_the_race_is_still_classified_silent_after_open() {
-    let mut h = H::started(opts());
-    let (ws, _, _) = h.last_conn();
-    h.opened(ws); // HTTP 101, then nothing
-    h.advance(3_000); // the race starts SSE before the 5 s first-frame deadline
-    let sse = h.conn_of(Transport::Sse);
-    h.opened(sse);
-    h.hello(sse, None);
-    assert!(!h.is_open(ws));
-    assert_eq!(h.e.snapshot().transport, Some(Transport::Sse));
-    let failure = h.e.diagnostics().last_failure(Transport::WebSocket);
-    assert_eq!(failure.map(|f| f.code), Some(ErrorCode::SilentAfterOpen));
-    assert!(failure.unwrap().message.contains("while sse delivered"));
-    assert_eq!(h.errors(), [ErrorCode::SilentAfterOpen]);
-}
-
-#[test]
-fn a_buffered_sse_that_lost_the_race_to_polling_is_still_classified_sse_buffered() {
-    let mut o = opts();
-    o.transports = vec![Transport::Sse, Transport::Polling];
-    let mut h = H::started(o);
-    let (sse, _, _) = h.last_conn();
-    h.opened(sse); // headers, then no bytes
-    h.advance(3_000);
-    let poll = h.conn_of(Transport::Polling);
-    h.opened(poll);
-    h.events_on(poll, &["1"]);
-    assert_eq!(h.e.snapshot().transport, Some(Transport::Polling));
-    let failure = h.e.diagnostics().last_failure(Transport::Sse);
-    assert_eq!(failure.map(|f| f.code), Some(ErrorCode::SseBuffered));
-}
-
-#[test]
-fn a_rung_that_opened_after_the_winner_started_lost_a_fair_race_and_has_no_failure() {
-    let mut h = H::started(opts());
-    let (ws, _, _) = h.last_conn();
-    h.advance(3_000);
-    let sse = h.conn_of(Transport::Sse);
-    h.opened(sse); // opened while the WebSocket was still connecting
-    h.opened(ws);
-    h.hello(ws, None);
-    assert_eq!(h.e.snapshot().transport, Some(Transport::WebSocket));
-    assert!(h.e.diagnostics().last_failure(Transport::Sse).is_none());
-    assert!(h.errors().is_empty());
 }
 
 // ----- 4. moving back up ------------------------------------------------------------------
@@ -1455,7 +1815,7 @@ fn a_post_rejected_for_its_token_asks_for_a_new_one_and_is_sent_again() {
 }
 
 #[test]
-fn an_in_band_websocket_refusal_does_not_count_as_connected_and_does_not_fall_back() {
+fn an_in_band_websocket_refusal_is_reported_and_does_not_fall_back() {
     let mut o = opts();
     o.use_token = true;
     let mut h = H::started(o);
@@ -1469,11 +1829,7 @@ fn an_in_band_websocket_refusal_does_not_count_as_connected_and_does_not_fall_ba
             message: "token past its exp".into(),
         }],
     );
-    assert_eq!(
-        h.status(),
-        Status::Connecting,
-        "an error frame proves nothing"
-    );
+    // The upgrade was answered, so the socket is open; the refusal is the close that follows.
     h.input(Input::Closed {
         conn: ws,
         code: Some(4402),
