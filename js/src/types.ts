@@ -141,8 +141,9 @@ export interface ClientOptions {
    *  and whether to stop polling while the page is hidden. */
   polling?: { waitMs?: number; intervalMs?: number; pauseWhenHidden?: boolean };
   /** Deadlines of a connection attempt (ms; 0 disables): not open after `openMs`; start the
-   *  next rung in parallel after `raceMs`; WebSocket silent after open for `firstFrameMs`;
-   *  SSE headers but no bytes for `sseFirstBytesMs` (a buffering proxy). */
+   *  next rung in parallel after `raceMs`. An open WebSocket (SSE stream) silent for
+   *  `firstFrameMs` (`sseFirstBytesMs`) with no hello or pong is cross-checked with a poll
+   *  using the same cursor: idle, or blocked (then one rung lower, nothing lost). */
   timeouts?: { openMs?: number; raceMs?: number; firstFrameMs?: number; sseFirstBytesMs?: number };
   /** While on a lower rung, probe the higher ones now and then (`false` to never). */
   probe?: boolean | { initialMs?: number; maxMs?: number };

@@ -23,19 +23,21 @@
 //! | failure | code | next |
 //! |---|---|---|
 //! | WebSocket closed before open / HTTP 4xx-5xx on the upgrade | `upgrade_refused` | next rung now |
-//! | WebSocket open, no frame within `timeouts.firstFrameMs` | `silent_after_open` | next rung now |
-//! | SSE headers, no bytes within `timeouts.sseFirstBytesMs` | `sse_buffered` | next rung now |
+//! | WebSocket open, a cross-check poll sees events it never delivers | `silent_after_open` | one rung lower now |
+//! | SSE open, a cross-check poll sees events it never delivers | `sse_buffered` | one rung lower now |
+//! | … or silent for `timeouts.firstFrameMs` / `sseFirstBytesMs` although its server spoke at once before | same | one rung lower now |
 //! | not open within `timeouts.openMs` | `open_timeout` | next rung now |
 //! | HTTP 404/405/501 or other error status on SSE/poll | `http_error` | next rung now |
 //! | request failed without status | `network_error` | next rung now |
-//! | 401, close 4401/4402 (403, 4403: `forbidden`) | `unauthorized` | new token, same rung, backoff |
+//! | 401, close 4401/4402 after data arrived with the token (it expired) | — (a note) | fresh token, same rung, at once; a poll session stays open |
+//! | 401, close 4401/4402 otherwise (403, 4403: `forbidden`) | `unauthorized` | new token, same rung, backoff |
 //! | 429/503, close 4429/1013 | `rate_limited` | same rung after `Retry-After` (+ jitter) |
 //! | open session closed by the peer | `closed_by_peer` | same rung after backoff |
 //! | … after the same idle time twice | `idle_cutoff` | same rung; ping interval shortened below it |
-//! | no pong (WebSocket) / no bytes (SSE) in time | `heartbeat_timeout` | same rung; twice in a row: one rung lower |
-//! | undecodable frame | `bad_frame` | frame skipped (a bad poll body: backoff) |
+//! | no pong (WebSocket whose server answers pings) / no frame or bytes from the server (SSE, other WebSockets) in time | `heartbeat_timeout` | same rung; twice in a row: one rung lower |
+//! | undecodable frame, or one bad entry of a batch | `bad_frame` | skipped, its id (if readable) passed (a poll body that is no batch: backoff) |
 //! | oversized frame / SSE event | `frame_too_large` | frame skipped; SSE reconnects |
-//! | server `reset` | `server_reset` | [`AppEvent::Gap`], delivery continues |
+//! | server `reset`; HTTP 410 on a poll | `server_reset` (as `last_error`) | [`AppEvent::Gap`], delivery continues (after a 410: polls without a cursor) |
 //! | browser offline | `offline` | paused until `Online` |
 //!
 //! Every rung of a round failing → backoff, then the round again from the rung that last

@@ -111,11 +111,14 @@ pub struct HeartbeatOptions {
 pub struct TimeoutOptions {
     /// Not open after this long: the attempt failed (`open_timeout`).
     pub open_ms: u64,
-    /// Not delivering after this long: start the next rung in parallel (early race).
+    /// Not open after this long: start the next rung in parallel (early race).
     pub race_ms: u64,
-    /// WebSocket open but no first frame after this long: `silent_after_open`.
+    /// An open WebSocket whose path no hello or pong has proven, silent this long, is
+    /// cross-checked with a poll (idle or blocked: `silent_after_open`); the wait doubles
+    /// while it stays idle. Also how long a probe, or a socket to a server that spoke first
+    /// before, may stay silent. `0`: no checks.
     pub first_frame_ms: u64,
-    /// SSE headers received but no bytes after this long: `sse_buffered`.
+    /// The same for an SSE stream (blocked: `sse_buffered`).
     pub sse_first_bytes_ms: u64,
 }
 
