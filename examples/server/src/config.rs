@@ -9,6 +9,18 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+/// Loopback networks (`--trust-proxy loopback`).
+const LOOPBACK: &[&str] = &["127.0.0.0/8", "::1/128"];
+/// Private, link-local and unique-local networks (`--trust-proxy private`, with loopback).
+const PRIVATE: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "fc00::/7",
+    "fe80::/10",
+];
+
 /// The reference server for the Holdfast wire protocol (see PROTOCOL.md).
 #[derive(Parser, Debug, Clone)]
 #[command(name = "holdfast-server", version, about)]
@@ -37,8 +49,9 @@ pub struct Config {
     #[arg(long, default_value_t = 400)]
     pub demo_interval_ms: u64,
 
-    /// API key for `POST {base}/publish`. Without it, publishing is allowed from loopback
-    /// addresses only.
+    /// API key for `POST {base}/publish`. Without it, publishing is allowed only from a
+    /// direct loopback peer (never through a proxy: a request with forwarding headers or from
+    /// a trusted proxy is refused).
     #[arg(long, env = "HOLDFAST_PUBLISH_KEY")]
     pub publish_key: Option<String>,
 
@@ -58,6 +71,18 @@ pub struct Config {
     /// Seconds an event is retained (0 = no age limit).
     #[arg(long, default_value_t = 3600)]
     pub history_secs: u64,
+
+    /// Bytes of events retained per topic (`K`/`M`/`G` suffixes); at most half the memory
+    /// budget.
+    #[arg(long, default_value = "64M", value_parser = crate::budget::parse_size)]
+    pub history_bytes: usize,
+
+    /// Bytes of event data the process may hold: retained history (at most half of it, the
+    /// oldest events of all topics trimmed first) plus chunks, poll bodies and upstream
+    /// bodies in flight (refused with 503 + Retry-After when full). Default: a quarter of the
+    /// memory available (cgroup limit or RAM), at least 16M.
+    #[arg(long, value_parser = crate::budget::parse_size)]
+    pub memory_budget: Option<usize>,
 
     /// Server heartbeat after this many milliseconds of silence on a connection.
     #[arg(long, default_value_t = 25_000)]
@@ -84,6 +109,12 @@ pub struct Config {
     #[arg(long, default_value_t = 20)]
     pub conns_per_ip: u32,
 
+    /// Open TCP connections per peer address, counted at accept time (idle, unauthenticated
+    /// or half-sent ones included); over it new ones are closed at once. Trusted proxies are
+    /// exempt. 0 = no limit. Default: 64, or none when `--conns-per-ip 0`.
+    #[arg(long)]
+    pub sockets_per_ip: Option<u32>,
+
     /// Requests per second per client IP (token bucket, burst = 2x); 0 = no limit.
     #[arg(long, default_value_t = 50)]
     pub rate_per_ip: u32,
@@ -106,13 +137,39 @@ pub struct Config {
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
 
-    /// Use `X-Forwarded-For` / `X-Real-IP` as the client address (only behind a trusted proxy).
-    #[arg(long)]
-    pub trust_proxy: bool,
+    /// Trusted proxies (comma-separated addresses or CIDRs; `loopback` and `private` name
+    /// ranges; the bare flag means `private`, which includes loopback). For a request whose
+    /// peer is one of them, the client address is the rightmost `X-Forwarded-For` entry
+    /// that is not a trusted proxy (or `X-Real-IP` when there is no `X-Forwarded-For`).
+    /// Entries to the left of it were written by the client and are never used.
+    #[arg(
+        long,
+        value_name = "CIDRS",
+        num_args = 0..=1,
+        default_missing_value = "private",
+        value_delimiter = ','
+    )]
+    pub trust_proxy: Option<Vec<String>>,
 
-    /// Milliseconds given to open connections to close after SIGINT/SIGTERM.
+    /// Milliseconds given to connections to finish after SIGINT/SIGTERM: WebSockets get 1001,
+    /// SSE streams end, held polls return; whatever is still open then is closed and the
+    /// process exits.
     #[arg(long, default_value_t = 5_000)]
     pub shutdown_grace_ms: u64,
+
+    /// Milliseconds a client may take to send a request's headers (and, between requests on
+    /// a kept-alive connection, to start the next one) before its connection is closed.
+    #[arg(long, default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+
+    /// Milliseconds a client may take to send a request body (send, publish): 408 after it.
+    #[arg(long, default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
+
+    /// Milliseconds a write to a client may stay blocked (it stopped reading and its TCP
+    /// window is full) before the connection is closed and everything it held is freed.
+    #[arg(long, default_value_t = 30_000)]
+    pub write_timeout_ms: u64,
 }
 
 impl Config {
@@ -140,7 +197,81 @@ impl Config {
         if self.demo_interval_ms == 0 || self.demo_interval_ms > DAY_MS {
             return Err("--demo-interval-ms must be between 1 and 86400000".into());
         }
+        for (name, v) in [
+            ("--header-timeout-ms", self.header_timeout_ms),
+            ("--body-timeout-ms", self.body_timeout_ms),
+            ("--write-timeout-ms", self.write_timeout_ms),
+        ] {
+            if !(10..=DAY_MS).contains(&v) {
+                return Err(format!("{name} must be between 10 and 86400000"));
+            }
+        }
+        let budget = self.memory_budget();
+        if budget < crate::budget::MIN_BUDGET {
+            return Err("--memory-budget must be at least 16M".into());
+        }
+        if budget / 2 < 4 * self.max_frame_bytes {
+            return Err(
+                "--memory-budget must be at least 8 times --max-frame-bytes (history takes half)"
+                    .into(),
+            );
+        }
+        if self.history_bytes < 2 * self.max_frame_bytes {
+            return Err("--history-bytes must be at least twice --max-frame-bytes".into());
+        }
+        self.trusted_proxies()?;
         Ok(())
+    }
+
+    pub fn write_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.write_timeout_ms)
+    }
+
+    pub fn body_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.body_timeout_ms)
+    }
+
+    /// The memory budget in force (the flag, or the machine's default).
+    pub fn memory_budget(&self) -> usize {
+        self.memory_budget
+            .unwrap_or_else(crate::budget::default_budget)
+    }
+
+    /// The per-address TCP connection cap in force (0 = none).
+    pub fn sockets_per_ip(&self) -> u32 {
+        self.sockets_per_ip.unwrap_or(if self.conns_per_ip == 0 {
+            0
+        } else {
+            64.max(self.conns_per_ip * 2)
+        })
+    }
+
+    /// The trusted proxy networks (empty without `--trust-proxy`).
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        let mut nets = Vec::new();
+        for item in self.trust_proxy.iter().flatten() {
+            let item = item.trim();
+            match item {
+                "" => {}
+                "loopback" => {
+                    nets.extend(LOOPBACK.iter().map(|n| n.parse::<ipnet::IpNet>().unwrap()))
+                }
+                "private" => nets.extend(
+                    LOOPBACK
+                        .iter()
+                        .chain(PRIVATE)
+                        .map(|n| n.parse::<ipnet::IpNet>().unwrap()),
+                ),
+                _ => nets.push(
+                    item.parse::<ipnet::IpNet>()
+                        .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            format!("--trust-proxy: {item:?} is not an address or CIDR")
+                        })?,
+                ),
+            }
+        }
+        Ok(nets)
     }
 
     /// The base path normalised to `/x/y` (no trailing slash; empty for `/`).

@@ -3,8 +3,9 @@
 //! Ids are `<ms>-<seq>` pairs ordered as numbers (the Redis Streams format). In memory mode
 //! `<ms>` is the server's boot time, so ids keep increasing across restarts and a cursor from
 //! a previous boot is recognisably older than anything retained. A bare `<ms>` parses as
-//! `<ms>-0`. Events keep their wire encodings precomputed so fan-out to many subscribers
-//! serialises each event once.
+//! `<ms>-0`. An event keeps one wire encoding, its JSON frame, built once and shared by every
+//! subscriber; the SSE `data:` line is a slice of it, so an event is held once, not twice.
+//! [`Event::size`] is what it costs the memory budget.
 
 use std::fmt;
 use std::str::FromStr;
@@ -65,44 +66,76 @@ impl FromStr for EventId {
     }
 }
 
-/// One event of a topic, with its wire encodings.
+/// One event of a topic, with its wire encoding.
 #[derive(Debug)]
 pub struct Event {
     pub id: EventId,
     pub kind: String,
-    /// `{"id":..,"type":..,"data":..}`: a WebSocket frame or poll batch element.
+    /// `{"id":..,"type":..,"data":..}`: a WebSocket frame or poll batch element, and (its
+    /// `data` part) the SSE `data:` line.
     pub frame: String,
-    /// The JSON of `data` alone: the SSE `data:` line.
-    pub data_json: String,
+    /// Where the JSON of `data` starts in `frame` (it ends before the closing brace).
+    data_at: usize,
     /// When this process learned of the event (for age-based retention of the ring).
     pub seen_at: Instant,
 }
 
+/// Bytes an event costs beyond its text: the struct, its `Arc` and the allocator's headers.
+const EVENT_OVERHEAD: usize = 128;
+
 impl Event {
     pub fn new(id: EventId, kind: &str, data_json: String) -> Event {
-        let frame = format!(
-            "{{\"id\":\"{}\",\"type\":{},\"data\":{}}}",
+        let mut frame = format!(
+            "{{\"id\":\"{}\",\"type\":{},\"data\":",
             id,
-            Value::String(kind.to_string()),
-            data_json
+            Value::String(kind.to_string())
         );
+        let data_at = frame.len();
+        frame.reserve_exact(data_json.len() + 1);
+        frame.push_str(&data_json);
+        frame.push('}');
         Event {
             id,
             kind: kind.to_string(),
             frame,
-            data_json,
+            data_at,
             seen_at: Instant::now(),
         }
     }
 
-    /// The SSE encoding: `id:`, `event:`, `data:` lines and a blank line.
-    pub fn sse(&self) -> String {
-        format!(
-            "id: {}\nevent: {}\ndata: {}\n\n",
+    /// The JSON of `data` alone.
+    pub fn data_json(&self) -> &str {
+        &self.frame[self.data_at..self.frame.len() - 1]
+    }
+
+    /// What holding this event costs, in bytes.
+    pub fn size(&self) -> usize {
+        self.frame.capacity() + self.kind.capacity() + EVENT_OVERHEAD
+    }
+
+    /// Appends the SSE encoding: `id:`, `event:`, `data:` lines and a blank line.
+    pub fn sse_into(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let _ = write!(
+            out,
+            "id: {}\nevent: {}\ndata: ",
             self.id,
-            sse_safe(&self.kind),
-            self.data_json
-        )
+            sse_safe(&self.kind)
+        );
+        out.extend_from_slice(self.data_json().as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+
+    /// The length of [`Event::sse_into`]'s output, give or take the escaped type.
+    pub fn sse_len(&self) -> usize {
+        self.data_json().len() + self.kind.len() + 48
+    }
+
+    /// The SSE encoding as a string.
+    pub fn sse(&self) -> String {
+        let mut out = Vec::new();
+        self.sse_into(&mut out);
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -160,6 +193,7 @@ mod tests {
         assert_eq!(v["id"], "5-1");
         assert_eq!(v["type"], "a\"b");
         assert_eq!(v["data"]["x"], 1);
+        assert_eq!(e.data_json(), "{\"x\":1}");
         assert_eq!(
             Event::new(EventId::new(5, 1), "a\nb", "1".into()).sse(),
             "id: 5-1\nevent: a b\ndata: 1\n\n"

@@ -14,14 +14,22 @@
 //! follower task per process that reads the streams of all its topics with one blocking
 //! `XREAD` on one connection (new topics interrupt it with `CLIENT UNBLOCK`); cursors older
 //! than the cache are served from the stream with `XRANGE`.
+//!
+//! Retention is bounded four ways: events per topic (`--history-count`), age
+//! (`--history-secs`), bytes per topic (`--history-bytes`) and bytes of all topics together
+//! (half of `--memory-budget`, see [`crate::budget`]). The last one trims the oldest events of
+//! the whole process first (one queue of every event in arrival order), whichever topic they
+//! belong to; their subscribers get a `reset` like any other trim. Reads are bounded in
+//! events and in bytes, so no frame, chunk or poll body is built larger than asked.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
+use crate::budget::Budget;
 use crate::event::{Event, EventId};
 use crate::redis_store::{RedisStore, StoreError};
 
@@ -58,6 +66,8 @@ pub struct Batch {
 pub enum HubError {
     BadTopic(String),
     TooManyTopics,
+    /// The client may not create another topic yet: retry after this many seconds.
+    NewTopicsThrottled(u64),
     Store(StoreError),
 }
 
@@ -70,6 +80,10 @@ impl std::fmt::Display for HubError {
                 t.chars().take(40).collect::<String>()
             ),
             HubError::TooManyTopics => write!(f, "the server holds its maximum number of topics"),
+            HubError::NewTopicsThrottled(s) => write!(
+                f,
+                "too many new topics from this address: retry after {s} s"
+            ),
             HubError::Store(e) => write!(f, "history store unavailable ({e})"),
         }
     }
@@ -106,8 +120,105 @@ struct Ring {
     last: EventId,
     /// Memory mode: always. Redis mode: the follower has positioned the cache.
     ready: bool,
-    /// Events were dropped for count or age (memory mode's reset reason).
+    /// Events were dropped for count, age or bytes (memory mode's reset reason).
     trimmed: bool,
+    /// Bytes of `events` ([`Event::size`]), also counted in the budget.
+    bytes: usize,
+    budget: Arc<Budget>,
+}
+
+impl Ring {
+    fn new(floor: EventId, ready: bool, budget: Arc<Budget>) -> Ring {
+        Ring {
+            events: VecDeque::new(),
+            floor,
+            last: floor,
+            ready,
+            trimmed: false,
+            bytes: 0,
+            budget,
+        }
+    }
+
+    fn push(&mut self, e: Arc<Event>) {
+        let n = e.size();
+        self.bytes += n;
+        self.budget.hold_event(n);
+        self.last = e.id;
+        self.events.push_back(e);
+    }
+
+    /// Drops the oldest event (the floor moves up to it); returns its size.
+    fn pop_oldest(&mut self) -> Option<usize> {
+        let e = self.events.pop_front()?;
+        let n = e.size();
+        self.bytes -= n;
+        self.budget.release_event(n);
+        self.floor = e.id;
+        Some(n)
+    }
+
+    fn clear(&mut self) {
+        while self.pop_oldest().is_some() {}
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// Every retained event of the process in arrival order, to trim the oldest first when the
+/// history of all topics passes its share of the budget.
+struct Retention {
+    budget: Arc<Budget>,
+    /// Bytes one topic may retain.
+    topic_bytes: usize,
+    /// (topic, id) per event pushed; entries of events already gone are skipped and, when
+    /// they pile up, swept out. Never locked while a ring is locked by the same thread.
+    order: Mutex<VecDeque<(Weak<Topic>, EventId)>>,
+}
+
+impl Retention {
+    /// Notes events just pushed to a topic (call without holding its ring).
+    fn record(&self, topic: &Arc<Topic>, ids: impl IntoIterator<Item = EventId>) {
+        let weak = Arc::downgrade(topic);
+        self.order
+            .lock()
+            .unwrap()
+            .extend(ids.into_iter().map(|id| (weak.clone(), id)));
+        self.trim();
+    }
+
+    /// Trims the oldest events of all topics until the history is within its share.
+    fn trim(&self) {
+        while self.budget.history_over() {
+            let Some((weak, id)) = self.order.lock().unwrap().pop_front() else {
+                break;
+            };
+            let Some(topic) = weak.upgrade() else {
+                continue;
+            };
+            let mut ring = topic.ring.lock().unwrap();
+            while ring.events.front().is_some_and(|e| e.id <= id) {
+                if let Some(n) = ring.pop_oldest() {
+                    ring.trimmed = true;
+                    self.budget.trimmed.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        let held = self.budget.events();
+        let mut order = self.order.lock().unwrap();
+        if order.len() > 2 * held + 1024 {
+            order.retain(|(weak, id)| {
+                weak.upgrade().is_some_and(|t| {
+                    let ring = t.ring.lock().unwrap();
+                    ring.events.front().is_some_and(|f| f.id <= *id)
+                })
+            });
+        }
+    }
 }
 
 pub struct Topic {
@@ -146,6 +257,7 @@ pub struct Hub {
     pub boot_ms: u64,
     history_count: usize,
     history_age: Option<Duration>,
+    retention: Arc<Retention>,
     max_topics: usize,
     redis: Option<RedisStore>,
     /// Memory mode's idempotency keys: (topic, key) → first seen.
@@ -167,12 +279,30 @@ pub fn now_ms() -> u64 {
 }
 
 impl Hub {
-    pub fn new(history_count: usize, history_secs: u64, redis: Option<RedisStore>) -> Arc<Hub> {
+    /// A hub retaining at most `history_count` events and `history_bytes` bytes per topic,
+    /// `history_secs` seconds (0: no age limit), and half of `budget` in all.
+    pub fn new(
+        history_count: usize,
+        history_secs: u64,
+        history_bytes: usize,
+        budget: Arc<Budget>,
+        redis: Option<RedisStore>,
+    ) -> Arc<Hub> {
         let history_count = history_count.max(1);
+        let retention = Arc::new(Retention {
+            topic_bytes: history_bytes.clamp(1, budget.history_limit()),
+            budget,
+            order: Mutex::new(VecDeque::new()),
+        });
         let follower = redis.as_ref().map(|store| {
             let f = Arc::new(Follower::default());
             f.client_id.store(-1, Ordering::SeqCst);
-            tokio::spawn(follow(store.clone(), f.clone(), history_count));
+            tokio::spawn(follow(
+                store.clone(),
+                f.clone(),
+                history_count,
+                retention.clone(),
+            ));
             f
         });
         Arc::new(Hub {
@@ -180,6 +310,7 @@ impl Hub {
             boot_ms: now_ms(),
             history_count,
             history_age: (history_secs > 0).then(|| Duration::from_secs(history_secs)),
+            retention,
             max_topics: 100_000,
             redis,
             seen_sends: Mutex::new(HashMap::new()),
@@ -203,12 +334,18 @@ impl Hub {
     }
 
     pub fn topic(self: &Arc<Self>, name: &str) -> Result<Arc<Topic>, HubError> {
-        self.topic_for(name, false)
+        self.topic_for(name, false, None)
     }
 
     /// Looks a topic up (or creates it); counts a subscriber under the same lock the sweep
     /// takes, so the sweep never forgets a topic a subscriber is just joining.
-    fn topic_for(self: &Arc<Self>, name: &str, subscribe: bool) -> Result<Arc<Topic>, HubError> {
+    /// `may_create` is asked before a topic is created (Err: seconds to wait).
+    fn topic_for(
+        self: &Arc<Self>,
+        name: &str,
+        subscribe: bool,
+        may_create: Option<MayCreate>,
+    ) -> Result<Arc<Topic>, HubError> {
         if !valid_topic(name) {
             return Err(HubError::BadTopic(name.to_string()));
         }
@@ -225,19 +362,20 @@ impl Hub {
         if topics.len() >= self.max_topics {
             return Err(HubError::TooManyTopics);
         }
+        if let Some(check) = may_create {
+            check().map_err(HubError::NewTopicsThrottled)?;
+        }
         // Memory mode: ids come from one sequence for the whole process, so a topic that was
         // forgotten (idle, history aged out) and comes back never reuses an id, and a cursor
         // from its earlier life is below the new floor: it gets a reset, not silence.
         let floor = EventId::new(self.boot_ms, self.seq.load(Ordering::SeqCst));
         let topic = Arc::new(Topic {
             name: name.to_string(),
-            ring: Mutex::new(Ring {
-                events: VecDeque::new(),
+            ring: Mutex::new(Ring::new(
                 floor,
-                last: floor,
-                ready: self.redis.is_none(),
-                trimmed: false,
-            }),
+                self.redis.is_none(),
+                self.retention.budget.clone(),
+            )),
             notify: watch::channel(0).0,
             subscribers: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
@@ -253,7 +391,17 @@ impl Hub {
     }
 
     pub fn subscribe(self: &Arc<Self>, name: &str) -> Result<Subscription, HubError> {
-        let topic = self.topic_for(name, true)?;
+        self.subscribe_as(name, None)
+    }
+
+    /// Subscribes on behalf of a client: a topic the hub does not hold is created only if
+    /// `may_create` allows it.
+    pub fn subscribe_as(
+        self: &Arc<Self>,
+        name: &str,
+        may_create: Option<MayCreate>,
+    ) -> Result<Subscription, HubError> {
+        let topic = self.topic_for(name, true, may_create)?;
         Ok(Subscription { topic })
     }
 
@@ -272,12 +420,14 @@ impl Hub {
         Ok(store.info(&topic.name).await?.last)
     }
 
-    /// Retained events strictly after `cursor` (at most `max` of them).
+    /// Retained events strictly after `cursor`: at most `max` of them, and no more than
+    /// `max_bytes` of frames (but always one event when there is one, however large).
     pub async fn read_after(
         &self,
         topic: &Topic,
         cursor: EventId,
         max: usize,
+        max_bytes: usize,
     ) -> Result<Batch, HubError> {
         let authoritative = self.redis.is_none();
         {
@@ -290,7 +440,7 @@ impl Hub {
                 cursor == ring.floor || ring.events.binary_search_by(|e| e.id.cmp(&cursor)).is_ok()
             };
             if ring.ready && (authoritative || known()) {
-                return Ok(self.read_ring(&ring, cursor, max, authoritative));
+                return Ok(self.read_ring(&ring, cursor, max, max_bytes, authoritative));
             }
         }
         let store = self
@@ -313,15 +463,45 @@ impl Hub {
                 _ => info.last,
             };
         }
-        let events = store.range_after(&topic.name, batch.cursor, max).await?;
-        if let Some(last) = events.last() {
-            batch.cursor = last.id;
+        // A stream entry may be as large as a body (1 MiB): ask for a few at a time, until
+        // `max` events or `max_bytes` are read.
+        let mut bytes = 0;
+        while batch.events.len() < max && bytes < max_bytes {
+            let ask = (max - batch.events.len()).min(STREAM_READ);
+            let events = store.range_after(&topic.name, batch.cursor, ask).await?;
+            let got = events.len();
+            let room = if batch.events.is_empty() {
+                max_bytes
+            } else {
+                max_bytes - bytes
+            };
+            let mut taken = within_bytes(events.into_iter().map(Arc::new), room);
+            if !batch.events.is_empty()
+                && bytes + taken.first().map_or(0, |e| e.frame.len()) > max_bytes
+            {
+                break;
+            }
+            let complete = taken.len() == got;
+            bytes += taken.iter().map(|e| e.frame.len()).sum::<usize>();
+            if let Some(last) = taken.last() {
+                batch.cursor = last.id;
+            }
+            batch.events.append(&mut taken);
+            if got < ask || !complete {
+                break;
+            }
         }
-        batch.events = events.into_iter().map(Arc::new).collect();
         Ok(batch)
     }
 
-    fn read_ring(&self, ring: &Ring, cursor: EventId, max: usize, authoritative: bool) -> Batch {
+    fn read_ring(
+        &self,
+        ring: &Ring,
+        cursor: EventId,
+        max: usize,
+        max_bytes: usize,
+        authoritative: bool,
+    ) -> Batch {
         let mut batch = Batch {
             cursor,
             ..Batch::default()
@@ -351,7 +531,7 @@ impl Hub {
             batch.cursor = ring.last;
         }
         let start = ring.events.partition_point(|e| e.id <= batch.cursor);
-        batch.events = ring.events.iter().skip(start).take(max).cloned().collect();
+        batch.events = within_bytes(ring.events.range(start..).take(max).cloned(), max_bytes);
         if let Some(last) = batch.events.last() {
             batch.cursor = last.id;
         }
@@ -359,22 +539,23 @@ impl Hub {
     }
 
     fn prune(&self, ring: &mut Ring) {
-        let over = ring.events.len().saturating_sub(self.history_count);
-        for _ in 0..over {
-            if let Some(e) = ring.events.pop_front() {
-                ring.floor = e.id;
-                ring.trimmed = true;
-            }
+        let before = ring.events.len();
+        while ring.events.len() > self.history_count
+            || (ring.bytes > self.retention.topic_bytes && ring.events.len() > 1)
+        {
+            ring.pop_oldest();
         }
         if let Some(age) = self.history_age {
-            while let Some(front) = ring.events.front() {
-                if front.seen_at.elapsed() <= age {
-                    break;
-                }
-                ring.floor = front.id;
-                ring.trimmed = true;
-                ring.events.pop_front();
+            while ring
+                .events
+                .front()
+                .is_some_and(|e| e.seen_at.elapsed() > age)
+            {
+                ring.pop_oldest();
             }
+        }
+        if ring.events.len() < before {
+            ring.trimmed = true;
         }
     }
 
@@ -383,6 +564,16 @@ impl Hub {
         self: &Arc<Self>,
         name: &str,
         items: Vec<(String, String)>,
+    ) -> Result<Vec<EventId>, HubError> {
+        self.publish_as(name, items, None).await
+    }
+
+    /// [`Hub::publish`] on behalf of a client (see [`Hub::subscribe_as`]).
+    pub async fn publish_as(
+        self: &Arc<Self>,
+        name: &str,
+        items: Vec<(String, String)>,
+        may_create: Option<MayCreate<'_>>,
     ) -> Result<Vec<EventId>, HubError> {
         if let Some(store) = &self.redis {
             if !valid_topic(name) {
@@ -397,19 +588,19 @@ impl Hub {
                 .insert(name.to_string(), Instant::now());
             return Ok(ids);
         }
-        let topic = self.topic(name)?;
+        let topic = self.topic_for(name, false, may_create)?;
         let mut ids = Vec::with_capacity(items.len());
         {
             let mut ring = topic.ring.lock().unwrap();
             for (kind, data) in items {
                 // Taken under the ring's lock: ids of one topic increase in publish order.
                 let id = EventId::new(self.boot_ms, self.seq.fetch_add(1, Ordering::SeqCst) + 1);
-                ring.last = id;
-                ring.events.push_back(Arc::new(Event::new(id, &kind, data)));
+                ring.push(Arc::new(Event::new(id, &kind, data)));
                 ids.push(id);
             }
             self.prune(&mut ring);
         }
+        self.retention.record(&topic, ids.iter().copied());
         *topic.last_used.lock().unwrap() = Instant::now();
         topic.wake();
         Ok(ids)
@@ -483,6 +674,30 @@ impl Hub {
     pub fn topic_count(&self) -> usize {
         self.topics.lock().unwrap().len()
     }
+
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.retention.budget
+    }
+}
+
+/// Asked before a client's request creates a topic: Err(seconds to wait) refuses.
+pub type MayCreate<'a> = &'a (dyn Fn() -> Result<(), u64> + Sync);
+
+/// Stream entries asked for at once when a cursor is older than the cache.
+const STREAM_READ: usize = 64;
+
+/// The leading events whose frames fit in `max_bytes` (at least the first one).
+fn within_bytes(events: impl Iterator<Item = Arc<Event>>, max_bytes: usize) -> Vec<Arc<Event>> {
+    let mut total = 0;
+    let mut out = Vec::new();
+    for e in events {
+        total += e.frame.len();
+        if total > max_bytes && !out.is_empty() {
+            break;
+        }
+        out.push(e);
+    }
+    out
 }
 
 /// Redis mode: the topics the follower reads, and how a new topic gets its attention.
@@ -528,7 +743,7 @@ impl Follower {
 
 /// Redis mode: keeps the rings of all this process's topics filled with their streams' new
 /// entries, with one blocking `XREAD` over all of them on one connection.
-async fn follow(store: RedisStore, shared: Arc<Follower>, cache: usize) {
+async fn follow(store: RedisStore, shared: Arc<Follower>, cache: usize, retention: Arc<Retention>) {
     loop {
         let result: Result<(), StoreError> = async {
             let mut conn = store.blocking_connection().await?;
@@ -556,7 +771,7 @@ async fn follow(store: RedisStore, shared: Arc<Follower>, cache: usize) {
                     let last = store.last_id(&mut conn, name).await?;
                     {
                         let mut ring = topic.ring.lock().unwrap();
-                        ring.events.clear();
+                        ring.clear();
                         ring.floor = last;
                         ring.last = last;
                         ring.ready = true;
@@ -579,21 +794,25 @@ async fn follow(store: RedisStore, shared: Arc<Follower>, cache: usize) {
                     let Some((_, topic)) = live.iter().find(|(n, _)| *n == name) else {
                         continue;
                     };
+                    let mut added = Vec::new();
                     {
                         let mut ring = topic.ring.lock().unwrap();
                         for e in events {
                             if e.id > ring.last {
-                                ring.last = e.id;
-                                ring.events.push_back(Arc::new(e));
+                                added.push(e.id);
+                                ring.push(Arc::new(e));
                             }
                         }
-                        while ring.events.len() > cache {
-                            if let Some(e) = ring.events.pop_front() {
-                                ring.floor = e.id;
-                            }
+                        // The cache is bounded like a memory history (the stream keeps the
+                        // rest); its floor moves up, older cursors read the stream.
+                        while ring.events.len() > cache
+                            || (ring.bytes > retention.topic_bytes && ring.events.len() > 1)
+                        {
+                            ring.pop_oldest();
                         }
                         positions.insert(name.clone(), ring.last);
                     }
+                    retention.record(topic, added);
                     topic.wake();
                 }
             }
@@ -629,20 +848,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_forgotten_topic_never_reuses_ids_and_resets_old_cursors() {
-        let hub = Hub::new(100, 0, None);
+        let hub = Hub::new(100, 0, usize::MAX, Budget::new(1 << 30), None);
         let old = hub.publish("a", items(3)).await.unwrap();
         hub.topics.lock().unwrap().remove("a");
         let new = hub.publish("a", items(1)).await.unwrap();
         assert!(new[0] > old[2], "{new:?} after {old:?}");
         let topic = hub.topic("a").unwrap();
-        let batch = hub.read_after(&topic, old[0], 10).await.unwrap();
+        let batch = hub
+            .read_after(&topic, old[0], 10, usize::MAX)
+            .await
+            .unwrap();
         assert_eq!(batch.reset.map(|r| r.reason), Some("history_trimmed"));
         assert_eq!(batch.events.iter().map(|e| e.id).collect::<Vec<_>>(), new);
     }
 
     #[tokio::test]
     async fn ids_increase_within_a_topic_across_interleaved_topics() {
-        let hub = Hub::new(100, 0, None);
+        let hub = Hub::new(100, 0, usize::MAX, Budget::new(1 << 30), None);
         let mut last = EventId::ZERO;
         for _ in 0..3 {
             let a = hub.publish("a", items(2)).await.unwrap();
@@ -654,13 +876,19 @@ mod tests {
 
     #[tokio::test]
     async fn reads_are_bounded_and_continue_from_the_returned_cursor() {
-        let hub = Hub::new(1000, 0, None);
+        let hub = Hub::new(1000, 0, usize::MAX, Budget::new(1 << 30), None);
         let ids = hub.publish("r", items(10)).await.unwrap();
         let topic = hub.topic("r").unwrap();
-        let first = hub.read_after(&topic, EventId::ZERO, 4).await.unwrap();
+        let first = hub
+            .read_after(&topic, EventId::ZERO, 4, usize::MAX)
+            .await
+            .unwrap();
         assert!(first.reset.is_none());
         assert_eq!(first.events.len(), 4);
-        let rest = hub.read_after(&topic, first.cursor, 100).await.unwrap();
+        let rest = hub
+            .read_after(&topic, first.cursor, 100, usize::MAX)
+            .await
+            .unwrap();
         let all: Vec<EventId> = first
             .events
             .iter()
@@ -672,17 +900,23 @@ mod tests {
 
     #[tokio::test]
     async fn the_count_limit_trims_the_oldest_and_resets_cursors_below_it() {
-        let hub = Hub::new(3, 0, None);
+        let hub = Hub::new(3, 0, usize::MAX, Budget::new(1 << 30), None);
         let ids = hub.publish("c", items(5)).await.unwrap();
         let topic = hub.topic("c").unwrap();
-        let batch = hub.read_after(&topic, ids[0], 10).await.unwrap();
+        let batch = hub
+            .read_after(&topic, ids[0], 10, usize::MAX)
+            .await
+            .unwrap();
         let reset = batch.reset.unwrap();
         assert_eq!(
             (reset.reason, reset.oldest),
             ("history_trimmed", Some(ids[2]))
         );
         assert_eq!(batch.events.len(), 3);
-        let ok = hub.read_after(&topic, ids[1], 10).await.unwrap();
+        let ok = hub
+            .read_after(&topic, ids[1], 10, usize::MAX)
+            .await
+            .unwrap();
         assert!(
             ok.reset.is_none(),
             "ids[1] is the last trimmed id: nothing after it is lost"
@@ -691,7 +925,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_repeated_send_key_is_recognised_per_topic() {
-        let hub = Hub::new(3, 0, None);
+        let hub = Hub::new(3, 0, usize::MAX, Budget::new(1 << 30), None);
         assert!(hub.first_send("a", "k").await.unwrap());
         assert!(!hub.first_send("a", "k").await.unwrap());
         assert!(hub.first_send("b", "k").await.unwrap());

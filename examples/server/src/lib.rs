@@ -6,15 +6,18 @@
 //! repeated while the history still holds the events, and a `reset` when it does not.
 //!
 //! [`run`] binds, prints `holdfast-server listening on http://HOST:PORT` on stdout (tests
-//! parse it), and serves until SIGINT/SIGTERM, then closes sockets with 1001.
+//! parse it), and serves until SIGINT/SIGTERM, then closes WebSockets with 1001, ends
+//! streams and exits within `--shutdown-grace-ms` whatever the clients do ([`net`]).
 
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod demo;
 pub mod event;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod net;
 pub mod redis_store;
 pub mod server;
 
@@ -140,7 +143,14 @@ pub async fn serve(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<(), S
         }
     }
     let metrics = Arc::new(metrics::Metrics::default());
-    let hub = hub::Hub::new(cfg.history_count, cfg.history_secs, store);
+    let budget = budget::Budget::new(cfg.memory_budget());
+    let hub = hub::Hub::new(
+        cfg.history_count,
+        cfg.history_secs,
+        cfg.history_bytes,
+        budget,
+        store,
+    );
     let limits = limits::Limits::new(
         cfg.conns_per_ip,
         cfg.rate_per_ip,
@@ -149,6 +159,7 @@ pub async fn serve(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<(), S
     );
     let app = Arc::new(server::App {
         cfg: cfg.clone(),
+        trusted: cfg.trusted_proxies()?,
         hub: hub.clone(),
         auth: auth::Auth::new(cfg.token_secret.as_deref(), statics),
         limits: limits.clone(),
@@ -183,31 +194,23 @@ pub async fn serve(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<(), S
         .demo
         .then(|| tokio::spawn(demo::run(hub.clone(), cfg.demo_interval_ms)));
 
-    let mut stop = shutdown.clone();
-    let router = server::router(app);
-    // Realtime frames are small and latency matters: no Nagle delay.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
+    let router = server::router(app.clone());
+    let sockets = net::Sockets::new(cfg.sockets_per_ip(), cfg.trusted_proxies()?);
+    net::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router,
+        net::Options {
+            header_timeout: Duration::from_millis(cfg.header_timeout_ms),
+            write_timeout: cfg.write_timeout(),
+            grace: Duration::from_millis(cfg.shutdown_grace_ms),
+        },
+        sockets,
+        app.metrics.clone(),
+        shutdown,
+        // Upgraded WebSockets are not hyper's connections: wait for them to close (1001).
+        move || limits.open() == 0,
     )
-    .with_graceful_shutdown(async move {
-        while !*stop.borrow() {
-            if stop.changed().await.is_err() {
-                break;
-            }
-        }
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-
-    // Upgraded WebSockets are not tracked by the HTTP server: wait for them to close (1001).
-    let grace = tokio::time::Instant::now() + Duration::from_millis(cfg.shutdown_grace_ms);
-    while limits.open() > 0 && tokio::time::Instant::now() < grace {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    .await;
     sweeper.abort();
     if let Some(d) = demo {
         d.abort();

@@ -1,5 +1,14 @@
 //! Per-client limits: simultaneous streaming connections per IP, a request-rate token bucket
 //! per IP, and a global subscriber cap. Admission returns a guard; dropping it frees the slot.
+//!
+//! Two more buckets per address make guessing and exhaustion slow, both off with
+//! `--rate-per-ip 0`:
+//! - failed credentials (a wrong or expired token, a wrong publish key): [`AUTH_FAIL_BURST`]
+//!   at once, then one per second. While it is empty the credential is not even checked:
+//!   the answer is 429. Checked before the credential, counted after a failure.
+//! - new topics (a subscription or upstream send to a topic the server does not hold):
+//!   [`TOPIC_BURST`] at once, then [`TOPIC_RATE`] per second, so one address cannot fill the
+//!   server's topic table.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -43,12 +52,51 @@ struct Bucket {
     at: Instant,
 }
 
+/// Failed credentials an address may present at once; then one per second.
+pub const AUTH_FAIL_BURST: f64 = 10.0;
+const AUTH_FAIL_RATE: f64 = 1.0;
+/// New topics an address may create at once; then [`TOPIC_RATE`] per second.
+pub const TOPIC_BURST: f64 = 100.0;
+pub const TOPIC_RATE: f64 = 10.0;
+
+/// Refills `ip`'s bucket and, when `take`, takes a token; Err(seconds until one is back)
+/// when none is left (a `take` of an empty bucket takes nothing).
+fn bucket(
+    map: &Mutex<HashMap<IpAddr, Bucket>>,
+    ip: IpAddr,
+    rate: f64,
+    burst: f64,
+    take: bool,
+) -> Result<(), u64> {
+    let mut buckets = map.lock().unwrap();
+    if buckets.len() > 100_000 {
+        buckets.retain(|_, b| b.at.elapsed().as_secs_f64() * rate < burst);
+    }
+    let now = Instant::now();
+    let b = buckets.entry(ip).or_insert(Bucket {
+        tokens: burst,
+        at: now,
+    });
+    b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+    b.at = now;
+    if b.tokens >= 1.0 {
+        if take {
+            b.tokens -= 1.0;
+        }
+        Ok(())
+    } else {
+        Err((((1.0 - b.tokens) / rate).ceil() as u64).max(1))
+    }
+}
+
 pub struct Limits {
     conns_per_ip: u32,
     rate: f64,
     max_subscribers: usize,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    auth_failures: Mutex<HashMap<IpAddr, Bucket>>,
+    new_topics: Mutex<HashMap<IpAddr, Bucket>>,
     subscribers: AtomicUsize,
     metrics: Arc<Metrics>,
 }
@@ -87,6 +135,8 @@ impl Limits {
             max_subscribers,
             per_ip: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            auth_failures: Mutex::new(HashMap::new()),
+            new_topics: Mutex::new(HashMap::new()),
             subscribers: AtomicUsize::new(0),
             metrics,
         })
@@ -97,31 +147,47 @@ impl Limits {
         if self.rate <= 0.0 {
             return Ok(());
         }
-        let burst = self.rate * 2.0;
-        let mut buckets = self.buckets.lock().unwrap();
-        if buckets.len() > 100_000 {
-            buckets.retain(|_, b| b.at.elapsed().as_secs() < 10);
+        bucket(&self.buckets, ip, self.rate, self.rate * 2.0, true).map_err(Refusal::RateLimited)
+    }
+
+    /// Whether the address may present a credential now (its failures are not used up).
+    pub fn auth_allowed(&self, ip: IpAddr) -> Result<(), Refusal> {
+        if self.rate <= 0.0 {
+            return Ok(());
         }
-        let b = buckets.entry(ip).or_insert(Bucket {
-            tokens: burst,
-            at: Instant::now(),
-        });
-        let now = Instant::now();
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * self.rate).min(burst);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Refusal::RateLimited(
-                ((1.0 - b.tokens) / self.rate).ceil() as u64
-            ))
+        bucket(
+            &self.auth_failures,
+            ip,
+            AUTH_FAIL_RATE,
+            AUTH_FAIL_BURST,
+            false,
+        )
+        .map_err(Refusal::RateLimited)
+    }
+
+    /// Counts a failed credential against the address.
+    pub fn auth_failed(&self, ip: IpAddr) {
+        if self.rate > 0.0 {
+            let _ = bucket(
+                &self.auth_failures,
+                ip,
+                AUTH_FAIL_RATE,
+                AUTH_FAIL_BURST,
+                true,
+            );
         }
     }
 
-    /// Admits a streaming connection (rate, per-IP and global caps).
+    /// Takes one new topic from the address's allowance; Err(seconds) when it is used up.
+    pub fn new_topic(&self, ip: IpAddr) -> Result<(), u64> {
+        if self.rate <= 0.0 {
+            return Ok(());
+        }
+        bucket(&self.new_topics, ip, TOPIC_RATE, TOPIC_BURST, true)
+    }
+
+    /// Admits a streaming connection (per-IP and global caps; the caller took the rate).
     pub fn admit(self: &Arc<Self>, ip: IpAddr, transport: Transport) -> Result<Slot, Refusal> {
-        self.rate(ip)?;
         {
             let mut map = self.per_ip.lock().unwrap();
             let n = map.entry(ip).or_insert(0);

@@ -27,7 +27,7 @@ impl Transport {
 }
 
 /// Why a request was turned away, as label values.
-pub const REJECT_REASONS: [&str; 7] = [
+pub const REJECT_REASONS: [&str; 10] = [
     "auth",
     "rate_limited",
     "conns_per_ip",
@@ -35,6 +35,9 @@ pub const REJECT_REASONS: [&str; 7] = [
     "too_large",
     "bad_request",
     "unavailable",
+    "over_budget",
+    "sockets_per_ip",
+    "origin",
 ];
 
 #[derive(Default)]
@@ -48,7 +51,11 @@ pub struct Metrics {
     pub sends: AtomicU64,
     pub sends_repeated: AtomicU64,
     pub heartbeats: AtomicU64,
-    pub rejected: [AtomicU64; 7],
+    pub rejected: [AtomicU64; 10],
+    /// Connections closed because a write to them stayed blocked past the write timeout.
+    pub write_timeouts: AtomicU64,
+    /// Connections closed because their request headers did not arrive in time.
+    pub header_timeouts: AtomicU64,
 }
 
 impl Metrics {
@@ -58,7 +65,7 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, topics: usize) -> String {
+    pub fn render(&self, topics: usize, budget: &crate::budget::Budget) -> String {
         let mut out = String::new();
         let g = |a: &AtomicI64| a.load(Ordering::Relaxed);
         let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -149,6 +156,55 @@ impl Metrics {
             "gauge",
             "Topics held in this process.",
             topics as u64,
+        );
+        single(
+            &mut out,
+            "holdfast_memory_budget_bytes",
+            "gauge",
+            "The memory budget (--memory-budget).",
+            budget.limit() as u64,
+        );
+        single(
+            &mut out,
+            "holdfast_history_bytes",
+            "gauge",
+            "Bytes of events retained in all topics (at most half the budget).",
+            budget.history() as u64,
+        );
+        single(
+            &mut out,
+            "holdfast_history_events",
+            "gauge",
+            "Events retained in all topics.",
+            budget.events() as u64,
+        );
+        single(
+            &mut out,
+            "holdfast_inflight_bytes",
+            "gauge",
+            "Bytes of chunks, poll bodies and request bodies in flight.",
+            budget.inflight() as u64,
+        );
+        single(
+            &mut out,
+            "holdfast_budget_trimmed_bytes_total",
+            "counter",
+            "Bytes of history trimmed to stay within the memory budget.",
+            budget.trimmed.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "holdfast_write_timeouts_total",
+            "counter",
+            "Connections closed because the client stopped reading.",
+            c(&self.write_timeouts),
+        );
+        single(
+            &mut out,
+            "holdfast_header_timeouts_total",
+            "counter",
+            "Connections closed because request headers did not arrive in time.",
+            c(&self.header_timeouts),
         );
         let _ = writeln!(out, "# HELP holdfast_rejected_total Requests turned away.\n# TYPE holdfast_rejected_total counter");
         for (i, r) in REJECT_REASONS.iter().enumerate() {

@@ -23,11 +23,12 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{Auth, AuthError};
+use crate::budget::Held;
 use crate::config::Config;
 use crate::event::{Event, EventId, RESERVED_TYPES};
 use crate::hub::{valid_topic, Batch, Hub, HubError, Subscription};
@@ -36,6 +37,8 @@ use crate::metrics::{Metrics, Transport};
 
 pub struct App {
     pub cfg: Config,
+    /// `--trust-proxy` networks (empty: the peer address is the client's).
+    pub trusted: Vec<ipnet::IpNet>,
     pub hub: Arc<Hub>,
     pub auth: Auth,
     pub limits: Arc<Limits>,
@@ -45,7 +48,8 @@ pub struct App {
 
 type S = State<Arc<App>>;
 
-/// Events per read; frames are also cut at [`FRAME_BYTES`].
+/// Events per read; every read is also cut at [`FRAME_BYTES`] of frames, so a WebSocket
+/// frame, an SSE chunk and a poll body each hold at most that much (or one larger event).
 const READ_BATCH: usize = 256;
 const FRAME_BYTES: usize = 256 * 1024;
 const POLL_BATCH: usize = 1000;
@@ -111,7 +115,90 @@ pub fn router(app: Arc<App>) -> Router {
         );
         r = r.fallback_service(files);
     }
-    r.layer(cors).with_state(app)
+    r.layer(axum::middleware::map_response(json_errors))
+        .layer(cors)
+        .with_state(app)
+}
+
+/// Every error leaves as PROTOCOL.md §7 JSON: the rejections of axum's extractors (a query
+/// that does not parse, a bad path segment), 404 and 405 come as plain text or empty, and
+/// are wrapped here with their text as the message.
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let code = match status.as_u16() {
+        401 => "token_invalid",
+        403 => "forbidden",
+        413 => "too_large",
+        429 => "rate_limited",
+        500..=599 => "unavailable",
+        _ => "bad_request",
+    };
+    let message = match String::from_utf8_lossy(&text).trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_string(),
+        t => t.to_string(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = json!({ "error": code, "message": message }).to_string();
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Whether a request body is declared JSON (`application/json` or `…+json`). Upstream sends
+/// and publishes require it: a cross-origin form post cannot set it without a CORS preflight,
+/// so a page on another origin cannot make a browser send one.
+/// `None` when it is; else the refusal.
+fn json_body(app: &App, headers: &HeaderMap) -> Option<Response> {
+    let ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|m| {
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        });
+    if ok {
+        return None;
+    }
+    app.metrics.reject("bad_request");
+    Some(error(
+        415,
+        "bad_request",
+        "the body must be JSON with Content-Type: application/json",
+        None,
+    ))
+}
+
+/// Whether a WebSocket upgrade's `Origin` is allowed: any without `--cors-origin`, else one
+/// of the list (a request without `Origin` does not come from a browser page).
+fn origin_allowed(cfg: &Config, headers: &HeaderMap) -> bool {
+    if cfg.cors_origins.is_empty() {
+        return true;
+    }
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(origin) => cfg.cors_origins.iter().any(|o| {
+            o.trim_end_matches('/')
+                .eq_ignore_ascii_case(origin.trim_end_matches('/'))
+        }),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -158,28 +245,62 @@ fn refusal_response(r: Refusal) -> Response {
 fn hub_error_response(app: &App, e: &HubError) -> Response {
     app.metrics.reject(match e {
         HubError::BadTopic(_) => "bad_request",
+        HubError::NewTopicsThrottled(_) => "rate_limited",
         _ => "unavailable",
     });
     match e {
         HubError::BadTopic(_) => error(400, "bad_request", &e.to_string(), None),
+        HubError::NewTopicsThrottled(s) => error(429, "rate_limited", &e.to_string(), Some(*s)),
         HubError::TooManyTopics | HubError::Store(_) => {
             error(503, "unavailable", &e.to_string(), Some(2))
         }
     }
 }
 
-fn client_ip(cfg: &Config, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    if cfg.trust_proxy {
-        let forwarded = headers
-            .get("x-forwarded-for")
+/// The client's address. The peer's, unless the peer is a trusted proxy (`--trust-proxy`);
+/// then `X-Forwarded-For` is read from the right: each proxy appends the address it got the
+/// request from, so the rightmost entry that is not itself a trusted proxy is the client as
+/// seen by the last proxy we trust. Entries further left were written by the client and are
+/// never believed. Without `X-Forwarded-For`, `X-Real-IP` (set by the proxy) is used.
+pub fn client_ip(trusted: &[ipnet::IpNet], peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let peer_ip = crate::net::canonical(peer.ip());
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer_ip) {
+        return peer_ip;
+    }
+    let parse = |s: &str| s.trim().parse::<IpAddr>().ok().map(crate::net::canonical);
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    if hops.is_empty() {
+        return headers
+            .get("x-real-ip")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .or_else(|| headers.get("x-real-ip").and_then(|v| v.to_str().ok()));
-        if let Some(ip) = forwarded.and_then(|s| s.trim().parse().ok()) {
-            return ip;
+            .and_then(parse)
+            .unwrap_or(peer_ip);
+    }
+    let mut client = peer_ip;
+    for hop in hops.iter().rev() {
+        let Some(ip) = parse(hop) else {
+            // Not an address: nothing from here leftwards can be vouched for.
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
         }
     }
-    peer.ip()
+    client
+}
+
+/// Whether a request came through a proxy (it carries forwarding headers).
+fn forwarded(headers: &HeaderMap) -> bool {
+    ["x-forwarded-for", "x-real-ip", "forwarded"]
+        .iter()
+        .any(|h| headers.contains_key(*h))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -247,6 +368,20 @@ impl Refused {
     }
 }
 
+/// Checks a subscriber token for `ip`, counting a failure against the address.
+fn check_token(app: &App, ip: IpAddr, token: Option<String>, topic: &str) -> Result<(), Refused> {
+    if !app.auth.required() {
+        return Ok(());
+    }
+    app.limits.auth_allowed(ip).map_err(Refused::Limit)?;
+    app.auth
+        .check(token.as_deref(), topic, now_secs())
+        .map_err(|e| {
+            app.limits.auth_failed(ip);
+            Refused::Auth(e)
+        })
+}
+
 fn admit(
     app: &App,
     transport: Transport,
@@ -256,7 +391,7 @@ fn admit(
     path_topic: Option<String>,
     header_since: Option<&str>,
 ) -> Result<Admitted, Refused> {
-    let ip = client_ip(&app.cfg, peer, headers);
+    let ip = client_ip(&app.trusted, peer, headers);
     let topic = path_topic
         .or_else(|| q.topic.clone())
         .unwrap_or_else(|| "default".to_string());
@@ -278,10 +413,10 @@ fn admit(
             ),
             None => None,
         };
-        let token = q.token.clone().or_else(|| bearer(headers));
-        app.auth
-            .check(token.as_deref(), &topic, now_secs())
-            .map_err(Refused::Auth)?;
+        // The rate first, then the credential: failures count against the address, and once
+        // it has used its failures up, its credentials are not even looked at.
+        app.limits.rate(ip).map_err(Refused::Limit)?;
+        check_token(app, ip, q.token.clone().or_else(|| bearer(headers)), &topic)?;
         let heartbeat_ms = heartbeat_for(app.cfg.heartbeat_ms, q.heartbeat.as_deref())
             .map_err(Refused::BadRequest)?;
         let slot = app.limits.admit(ip, transport).map_err(Refused::Limit)?;
@@ -305,7 +440,11 @@ async fn start(
     a: &Admitted,
     transport: Transport,
 ) -> Result<(Subscription, EventId, String), HubError> {
-    let sub = app.hub.subscribe(&a.topic)?;
+    let limits = app.limits.clone();
+    let ip = a.ip;
+    let sub = app
+        .hub
+        .subscribe_as(&a.topic, Some(&move || limits.new_topic(ip)))?;
     let latest = app.hub.latest(&sub.topic).await?;
     if a.since.is_some() {
         app.metrics.resumes[transport as usize].fetch_add(1, Ordering::Relaxed);
@@ -387,6 +526,15 @@ async fn ws(
             );
         }
     };
+    if !origin_allowed(&app.cfg, &headers) {
+        app.metrics.reject("origin");
+        return error(
+            403,
+            "forbidden",
+            "this page's origin is not allowed (--cors-origin)",
+            None,
+        );
+    }
     let verdict = admit(&app, Transport::Ws, peer, &headers, &q, path_topic, None).map_err(|r| {
         let (code, reason) = match &r {
             Refused::Limit(l @ Refusal::MaxSubscribers) => (1013, format!("{}", l.retry_after())),
@@ -417,22 +565,22 @@ async fn ws(
             match verdict {
                 Err(close) => {
                     let mut socket = socket;
-                    close_ws(&mut socket, close).await;
+                    close_ws(&mut socket, close, app.cfg.write_timeout()).await;
                 }
                 Ok(a) => ws_session(app, socket, a).await,
             }
         })
 }
 
-async fn close_ws(socket: &mut WebSocket, close: Close) {
+async fn close_ws(socket: &mut WebSocket, close: Close, wt: Duration) {
     if let Some(f) = close.frame {
-        let _ = send_text(socket, f).await;
+        let _ = send_text(socket, f, wt).await;
     }
     let close_frame = Message::Close(Some(CloseFrame {
         code: close.code,
         reason: close.reason.into(),
     }));
-    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(close_frame)).await;
+    let _ = tokio::time::timeout(wt, socket.send(close_frame)).await;
     // Let the client's close reply arrive so the close is clean, but not forever.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while let Some(Ok(m)) = socket.recv().await {
@@ -445,20 +593,33 @@ async fn close_ws(socket: &mut WebSocket, close: Close) {
 }
 
 async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
+    let wt = app.cfg.write_timeout();
     let (sub, mut cursor, hello) = match start(&app, &a, Transport::Ws).await {
         Ok(x) => x,
         Err(e) => {
-            app.metrics.reject("unavailable");
-            let frame = json!({"type":"error","code":"unavailable","message": e.to_string()});
-            close_ws(
-                &mut socket,
-                Close {
-                    code: 1011,
-                    reason: "unavailable".into(),
-                    frame: Some(frame.to_string()),
-                },
-            )
-            .await;
+            let close = match e {
+                HubError::NewTopicsThrottled(s) => {
+                    app.metrics.reject("rate_limited");
+                    let frame = json!({"type":"error","code":"rate_limited",
+                        "message": e.to_string(), "retryAfter": s});
+                    Close {
+                        code: 4429,
+                        reason: s.to_string(),
+                        frame: Some(frame.to_string()),
+                    }
+                }
+                _ => {
+                    app.metrics.reject("unavailable");
+                    let frame =
+                        json!({"type":"error","code":"unavailable","message": e.to_string()});
+                    Close {
+                        code: 1011,
+                        reason: "unavailable".into(),
+                        frame: Some(frame.to_string()),
+                    }
+                }
+            };
+            close_ws(&mut socket, close, wt).await;
             return;
         }
     };
@@ -466,7 +627,7 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
     let heartbeat = Duration::from_millis(a.heartbeat_ms.max(10));
     let mut shutdown = app.shutdown.clone();
     let mut wake = sub.topic.watch();
-    if !send_text(&mut socket, hello).await {
+    if !send_text(&mut socket, hello, wt).await {
         return;
     }
     let mut last_sent = Instant::now();
@@ -479,6 +640,7 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
                     reason: "server shutting down".into(),
                     frame: None,
                 },
+                wt,
             )
             .await;
             return;
@@ -490,6 +652,7 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
                 &sub.topic,
                 cursor,
                 app.cfg.ws_batch_max.clamp(1, READ_BATCH),
+                FRAME_BYTES,
             )
             .await
         {
@@ -504,22 +667,38 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
                         reason: "unavailable".into(),
                         frame: Some(frame.to_string()),
                     },
+                    wt,
                 )
                 .await;
                 return;
             }
         };
+        // The frames built for a client count against the budget until written; when it is
+        // full, wait for room (the cursor stays where it was).
+        let size = batch
+            .events
+            .iter()
+            .map(|e| e.frame.len() + 1)
+            .sum::<usize>()
+            + 2;
+        let Some(_held) = app.hub.budget().reserve(size) else {
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = tokio::time::sleep(BUDGET_WAIT) => {}
+            }
+            continue;
+        };
         note_batch(&app, &batch, Transport::Ws);
         cursor = batch.cursor;
         if let Some(reset) = &batch.reset {
-            if !send_text(&mut socket, reset.frame()).await {
+            if !send_text(&mut socket, reset.frame(), wt).await {
                 return;
             }
             last_sent = Instant::now();
         }
         if !batch.events.is_empty() {
             for f in ws_frames(&batch.events) {
-                if !send_text(&mut socket, f).await {
+                if !send_text(&mut socket, f, wt).await {
                     return;
                 }
             }
@@ -533,7 +712,7 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
             }
             _ = sleep_until(last_sent + heartbeat) => {
                 app.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
-                if !send_text(&mut socket, r#"{"type":"heartbeat"}"#).await {
+                if !send_text(&mut socket, r#"{"type":"heartbeat"}"#, wt).await {
                     return;
                 }
                 last_sent = Instant::now();
@@ -541,19 +720,19 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
             msg = socket.recv() => match msg {
                 None | Some(Ok(Message::Close(_))) => return,
                 Some(Err(e)) => {
-                    if is_too_large(e) {
-                        app.metrics.reject("too_large");
+                    if let Some((code, reason, metric)) = close_for_read_error(e) {
+                        app.metrics.reject(metric);
                         let frame = Message::Close(Some(CloseFrame {
-                            code: 1009,
-                            reason: "message too big".into(),
+                            code,
+                            reason: reason.into(),
                         }));
-                        let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(frame)).await;
+                        let _ = tokio::time::timeout(wt, socket.send(frame)).await;
                     }
                     return;
                 }
                 Some(Ok(Message::Text(t))) => {
                     if let Some(reply) = ws_upstream(&app, &a.topic, a.ip, t.as_str()).await {
-                        if !send_text(&mut socket, reply).await {
+                        if !send_text(&mut socket, reply, wt).await {
                             return;
                         }
                         last_sent = Instant::now();
@@ -562,7 +741,7 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
                 Some(Ok(Message::Binary(_))) => {
                     let f = json!({"type":"error","code":"bad_request",
                         "message":"binary frames are not part of the protocol: send JSON text"});
-                    if !send_text(&mut socket, f.to_string()).await {
+                    if !send_text(&mut socket, f.to_string(), wt).await {
                         return;
                     }
                 }
@@ -572,33 +751,31 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
     }
 }
 
-/// How long one write may wait for a client that stopped reading (full TCP window) before
-/// the connection is dropped; without it such a client would pin its task forever.
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-
-async fn send_text(socket: &mut WebSocket, text: impl Into<String>) -> bool {
+/// Sends a text frame; false when the client is gone or did not take it within `wt` (the
+/// write timeout: the socket's own cuts it at the same point, see [`crate::net`]).
+async fn send_text(socket: &mut WebSocket, text: impl Into<String>, wt: Duration) -> bool {
     let msg = Message::Text(text.into().into());
-    matches!(
-        tokio::time::timeout(SEND_TIMEOUT, socket.send(msg)).await,
-        Ok(Ok(()))
-    )
+    matches!(tokio::time::timeout(wt, socket.send(msg)).await, Ok(Ok(())))
 }
 
-async fn send_chunk(tx: &mpsc::Sender<Result<Bytes, Infallible>>, chunk: Bytes) -> bool {
-    matches!(
-        tokio::time::timeout(SEND_TIMEOUT, tx.send(Ok(chunk))).await,
-        Ok(Ok(()))
-    )
-}
-
-fn is_too_large(e: axum::Error) -> bool {
+/// The close a read error deserves: 1009 for a message over the limit, 1007 for a text
+/// frame that is not UTF-8; `None` when the connection is simply gone.
+fn close_for_read_error(e: axum::Error) -> Option<(u16, &'static str, &'static str)> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
     let inner = e.into_inner();
-    match inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
-        Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) => true,
-        Some(_) => false,
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_)) => Some((1009, "message too big", "too_large")),
+        Some(WsError::Utf8(_)) => Some((1007, "invalid UTF-8", "bad_request")),
+        Some(_) => None,
         None => {
             let s = inner.to_string().to_ascii_lowercase();
-            s.contains("too long") || s.contains("too big") || s.contains("capacity")
+            if s.contains("too long") || s.contains("too big") || s.contains("capacity") {
+                Some((1009, "message too big", "too_large"))
+            } else if s.contains("utf-8") || s.contains("utf8") {
+                Some((1007, "invalid UTF-8", "bad_request"))
+            } else {
+                None
+            }
         }
     }
 }
@@ -632,7 +809,7 @@ async fn ws_upstream(app: &App, topic: &str, ip: IpAddr, text: &str) -> Option<S
                 );
             }
             let data = v.get("data").cloned().unwrap_or(Value::Null);
-            match apply_send(app, topic, &id, data).await {
+            match apply_send(app, topic, &id, ip, data).await {
                 Ok(()) => Some(json!({"type":"ack","id": id}).to_string()),
                 Err(e) => {
                     app.metrics.reject("unavailable");
@@ -657,10 +834,21 @@ fn id_text(v: &Value) -> Option<String> {
 }
 
 /// Applies an upstream message once: it is published on the topic as a `message` event.
-async fn apply_send(app: &App, topic: &str, id: &str, data: Value) -> Result<(), HubError> {
+async fn apply_send(
+    app: &App,
+    topic: &str,
+    id: &str,
+    ip: IpAddr,
+    data: Value,
+) -> Result<(), HubError> {
     if app.hub.first_send(topic, id).await? {
+        let limits = app.limits.clone();
         app.hub
-            .publish(topic, vec![("message".to_string(), data.to_string())])
+            .publish_as(
+                topic,
+                vec![("message".to_string(), data.to_string())],
+                Some(&move || limits.new_topic(ip)),
+            )
             .await?;
         app.metrics.published.fetch_add(1, Ordering::Relaxed);
         app.metrics.sends.fetch_add(1, Ordering::Relaxed);
@@ -701,79 +889,120 @@ async fn sse(
         Ok(x) => x,
         Err(e) => return hub_error_response(&app, &e),
     };
-    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(8);
     let first = format!(": ok\n\nevent: hello\ndata: {hello}\n\n");
-    tokio::spawn(sse_session(app, a, sub, cursor, first, tx));
+    let heartbeat = Duration::from_millis(a.heartbeat_ms.max(10));
+    let state = SseStream {
+        shutdown: app.shutdown.clone(),
+        wake: sub.topic.watch(),
+        app,
+        _a: a,
+        sub,
+        cursor,
+        heartbeat,
+        last_sent: Instant::now(),
+        first: Some(first),
+        done: false,
+    };
+    // The stream is the session: hyper polls it only when the socket can take more, so
+    // nothing is read or encoded for a client that is not reading, and when the connection
+    // goes (closed, write timeout, shutdown) the stream is dropped with its slot.
+    let body = futures_util::stream::unfold(state, |mut st| async move {
+        let chunk = st.next_chunk().await?;
+        Some((Ok::<Bytes, Infallible>(chunk), st))
+    });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
         .header("x-accel-buffering", "no")
-        .body(Body::from_stream(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ))
+        .body(Body::from_stream(body))
         .unwrap_or_else(|_| error(500, "internal", "response build failed", None))
 }
 
-async fn sse_session(
+/// How long a stream waits before trying again when the memory budget is full.
+const BUDGET_WAIT: Duration = Duration::from_millis(100);
+
+/// One SSE subscriber: yields the next chunk of the response when hyper asks for it.
+struct SseStream {
     app: Arc<App>,
-    a: Admitted,
+    /// Holds the connection's slot until the response is dropped.
+    _a: Admitted,
     sub: Subscription,
-    mut cursor: EventId,
-    first: String,
-    tx: mpsc::Sender<Result<Bytes, Infallible>>,
-) {
-    let _slot = a.slot;
-    let heartbeat = Duration::from_millis(a.heartbeat_ms.max(10));
-    let mut shutdown = app.shutdown.clone();
-    let mut wake = sub.topic.watch();
-    if !send_chunk(&tx, Bytes::from(first)).await {
-        return;
-    }
-    let mut last_sent = Instant::now();
-    loop {
-        if *shutdown.borrow() {
-            return;
+    cursor: EventId,
+    heartbeat: Duration,
+    shutdown: watch::Receiver<bool>,
+    wake: watch::Receiver<u64>,
+    last_sent: Instant,
+    first: Option<String>,
+    done: bool,
+}
+
+impl SseStream {
+    /// The next chunk: events after the cursor (at most [`FRAME_BYTES`]), a reset, a
+    /// heartbeat after silence, or `None` to end the stream (shutdown, error sent).
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
         }
-        wake.borrow_and_update();
-        let batch = match app.hub.read_after(&sub.topic, cursor, READ_BATCH).await {
-            Ok(b) => b,
-            Err(e) => {
-                app.metrics.reject("unavailable");
-                let f = json!({"type":"error","code":"unavailable","message": e.to_string()});
-                let _ = send_chunk(&tx, Bytes::from(format!("event: error\ndata: {f}\n\n"))).await;
-                return;
-            }
-        };
-        note_batch(&app, &batch, Transport::Sse);
-        cursor = batch.cursor;
-        let mut chunk = String::new();
-        if let Some(reset) = &batch.reset {
-            chunk.push_str(&format!("event: reset\ndata: {}\n\n", reset.frame()));
+        if let Some(first) = self.first.take() {
+            self.last_sent = Instant::now();
+            return Some(Bytes::from(first));
         }
-        for e in &batch.events {
-            chunk.push_str(&e.sse());
-        }
-        if !chunk.is_empty() {
-            if !send_chunk(&tx, Bytes::from(chunk)).await {
-                return;
+        let app = self.app.clone();
+        loop {
+            if *self.shutdown.borrow() {
+                return None;
             }
-            last_sent = Instant::now();
-            if !batch.events.is_empty() {
-                continue;
-            }
-        }
-        tokio::select! {
-            _ = shutdown.changed() => {}
-            _ = tx.closed() => return,
-            changed = wake.changed() => {
-                if changed.is_err() { return; }
-            }
-            _ = sleep_until(last_sent + heartbeat) => {
-                app.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
-                if !send_chunk(&tx, Bytes::from_static(b": heartbeat\n\n")).await {
-                    return;
+            self.wake.borrow_and_update();
+            let batch = match app
+                .hub
+                .read_after(&self.sub.topic, self.cursor, READ_BATCH, FRAME_BYTES)
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    app.metrics.reject("unavailable");
+                    self.done = true;
+                    let f = json!({"type":"error","code":"unavailable","message": e.to_string()});
+                    return Some(Bytes::from(format!("event: error\ndata: {f}\n\n")));
                 }
-                last_sent = Instant::now();
+            };
+            let reset = batch.reset.as_ref().map(|r| r.frame());
+            if reset.is_none() && batch.events.is_empty() {
+                self.cursor = batch.cursor;
+            } else {
+                let size = reset.as_ref().map_or(0, |r| r.len() + 24)
+                    + batch.events.iter().map(|e| e.sse_len()).sum::<usize>();
+                let Some(held) = app.hub.budget().reserve(size) else {
+                    tokio::select! {
+                        _ = self.shutdown.changed() => {}
+                        _ = tokio::time::sleep(BUDGET_WAIT) => {}
+                    }
+                    continue;
+                };
+                note_batch(&app, &batch, Transport::Sse);
+                self.cursor = batch.cursor;
+                let mut chunk = Vec::with_capacity(size);
+                if let Some(r) = reset {
+                    chunk.extend_from_slice(b"event: reset\ndata: ");
+                    chunk.extend_from_slice(r.as_bytes());
+                    chunk.extend_from_slice(b"\n\n");
+                }
+                for e in &batch.events {
+                    e.sse_into(&mut chunk);
+                }
+                self.last_sent = Instant::now();
+                return Some(held.into_bytes(chunk));
+            }
+            tokio::select! {
+                _ = self.shutdown.changed() => {}
+                changed = self.wake.changed() => {
+                    if changed.is_err() { return None; }
+                }
+                _ = sleep_until(self.last_sent + self.heartbeat) => {
+                    app.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+                    self.last_sent = Instant::now();
+                    return Some(Bytes::from_static(b": heartbeat\n\n"));
+                }
             }
         }
     }
@@ -819,7 +1048,11 @@ async fn poll(
     let mut wake = sub.topic.watch();
     let batch = loop {
         wake.borrow_and_update();
-        let batch = match app.hub.read_after(&sub.topic, cursor, POLL_BATCH).await {
+        let batch = match app
+            .hub
+            .read_after(&sub.topic, cursor, POLL_BATCH, FRAME_BYTES)
+            .await
+        {
             Ok(b) => b,
             Err(e) => return hub_error_response(&app, &e),
         };
@@ -835,28 +1068,47 @@ async fn poll(
             }
         }
     };
+    let reset = batch.reset.as_ref().map(|r| r.frame());
+    let size = 64
+        + reset.as_ref().map_or(0, |r| r.len() + 1)
+        + batch
+            .events
+            .iter()
+            .map(|e| e.frame.len() + 1)
+            .sum::<usize>();
+    // The body counts against the memory budget until it is written out.
+    let Some(held) = app.hub.budget().reserve(size) else {
+        app.metrics.reject("over_budget");
+        return error(
+            503,
+            "unavailable",
+            "the server is at its memory budget: retry after the given seconds",
+            Some(1),
+        );
+    };
     note_batch(&app, &batch, Transport::Poll);
-    let mut body = String::from("{\"events\":[");
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(b"{\"events\":[");
     let mut first = true;
-    if let Some(r) = &batch.reset {
-        body.push_str(&r.frame());
+    if let Some(r) = &reset {
+        body.extend_from_slice(r.as_bytes());
         first = false;
     }
     for e in &batch.events {
         if !first {
-            body.push(',');
+            body.push(b',');
         }
-        body.push_str(&e.frame);
+        body.extend_from_slice(e.frame.as_bytes());
         first = false;
     }
-    body.push_str(&format!("],\"cursor\":\"{}\"}}", batch.cursor));
+    body.extend_from_slice(format!("],\"cursor\":\"{}\"}}", batch.cursor).as_bytes());
     drop(a.slot);
     (
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        body,
+        Body::from(held.into_bytes(body)),
     )
         .into_response()
 }
@@ -864,18 +1116,50 @@ async fn poll(
 // ---------------------------------------------------------------------------------------
 // Upstream send and publish
 
-async fn read_body(app: &App, body: Body) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, app.cfg.max_frame_bytes)
-        .await
-        .map_err(|_| {
-            app.metrics.reject("too_large");
-            error(
-                413,
-                "too_large",
-                &format!("the body is over {} bytes", app.cfg.max_frame_bytes),
+/// Reads a request body (send, publish): at most `--max-frame-bytes`, within
+/// `--body-timeout-ms`, and counted against the memory budget while the request is handled
+/// (the returned reservation).
+async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<(Bytes, Held), Response> {
+    let max = app.cfg.max_frame_bytes;
+    let too_large = || {
+        app.metrics.reject("too_large");
+        error(
+            413,
+            "too_large",
+            &format!("the body is over {max} bytes"),
+            None,
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let want = declared.map_or(max, |n| n as usize).max(1);
+    let Some(held) = app.hub.budget().reserve(want) else {
+        app.metrics.reject("over_budget");
+        return Err(error(
+            503,
+            "unavailable",
+            "the server is at its memory budget: retry after the given seconds",
+            Some(1),
+        ));
+    };
+    match tokio::time::timeout(app.cfg.body_timeout(), axum::body::to_bytes(body, max)).await {
+        Ok(Ok(bytes)) => Ok((bytes, held)),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => {
+            app.metrics.reject("bad_request");
+            Err(error(
+                408,
+                "bad_request",
+                "the request body did not arrive in time",
                 None,
-            )
-        })
+            ))
+        }
+    }
 }
 
 async fn send(
@@ -887,7 +1171,7 @@ async fn send(
     body: Body,
 ) -> Response {
     let path_topic = path.map(|Path(topic)| topic);
-    let ip = client_ip(&app.cfg, peer, &headers);
+    let ip = client_ip(&app.trusted, peer, &headers);
     if let Err(r) = app.limits.rate(ip) {
         app.metrics.reject(r.metric());
         return refusal_response(r);
@@ -898,10 +1182,17 @@ async fn send(
     if !valid_topic(&topic) {
         return hub_error_response(&app, &HubError::BadTopic(topic));
     }
-    let token = q.token.clone().or_else(|| bearer(&headers));
-    if let Err(e) = app.auth.check(token.as_deref(), &topic, now_secs()) {
-        app.metrics.reject("auth");
-        return error(e.status(), e.code(), e.message(), None);
+    if let Err(r) = check_token(
+        &app,
+        ip,
+        q.token.clone().or_else(|| bearer(&headers)),
+        &topic,
+    ) {
+        app.metrics.reject(r.metric());
+        return r.response();
+    }
+    if let Some(r) = json_body(&app, &headers) {
+        return r;
     }
     let Some(key) = headers
         .get("idempotency-key")
@@ -917,7 +1208,7 @@ async fn send(
             None,
         );
     };
-    let bytes = match read_body(&app, body).await {
+    let (bytes, _held) = match read_body(&app, &headers, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -932,7 +1223,7 @@ async fn send(
             }
         }
     };
-    match apply_send(&app, &topic, &key, data).await {
+    match apply_send(&app, &topic, &key, ip, data).await {
         Ok(()) => (
             [(header::CONTENT_TYPE, "application/json")],
             json!({"type":"ack","id": key}).to_string(),
@@ -953,13 +1244,19 @@ async fn publish(
     let path_topic = path.map(|Path(topic)| topic);
     match &app.cfg.publish_key {
         Some(key) => {
+            let ip = client_ip(&app.trusted, peer, &headers);
+            if let Err(r) = app.limits.auth_allowed(ip) {
+                app.metrics.reject(r.metric());
+                return refusal_response(r);
+            }
             let given = bearer(&headers).or_else(|| {
                 headers
                     .get("x-api-key")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             });
-            if given.as_deref() != Some(key.as_str()) {
+            if !given.is_some_and(|g| crate::auth::secret_eq(&g, key)) {
+                app.limits.auth_failed(ip);
                 app.metrics.reject("auth");
                 return error(
                     401,
@@ -969,12 +1266,14 @@ async fn publish(
                 );
             }
         }
-        None if !peer.ip().is_loopback() => {
+        // Only a direct loopback peer: behind a proxy every request comes from loopback.
+        None if !crate::net::canonical(peer.ip()).is_loopback() || forwarded(&headers) => {
             app.metrics.reject("auth");
             return error(
                 403,
                 "forbidden",
-                "without --publish-key, publishing is only allowed from loopback",
+                "without --publish-key, publishing is only allowed from a direct loopback \
+                 connection (not through a proxy)",
                 None,
             );
         }
@@ -983,7 +1282,10 @@ async fn publish(
     let topic = path_topic
         .or_else(|| q.topic.clone())
         .unwrap_or_else(|| "default".to_string());
-    let bytes = match read_body(&app, body).await {
+    if let Some(r) = json_body(&app, &headers) {
+        return r;
+    }
+    let (bytes, _held) = match read_body(&app, &headers, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -1074,7 +1376,7 @@ async fn health(State(app): S) -> Response {
 async fn metrics(State(app): S) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(app.hub.topic_count()),
+        app.metrics.render(app.hub.topic_count(), app.hub.budget()),
     )
         .into_response()
 }

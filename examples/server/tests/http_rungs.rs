@@ -312,6 +312,7 @@ async fn post_send_without_an_idempotency_key_is_refused() {
     let s = Server::start(&[]);
     let res = http()
         .post(s.url("/send?topic=x"))
+        .header("content-type", "application/json")
         .body("{}")
         .send()
         .await
@@ -326,6 +327,7 @@ async fn publish_validates_its_body() {
     for body in ["nope", "[]", "{\"data\":1}", "{\"type\":\"reset\"}", "42"] {
         let res = http()
             .post(s.url("/publish?topic=v"))
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await

@@ -124,6 +124,7 @@ async fn idempotent_sends_are_recognised_by_every_process() {
         let res = http()
             .post(s.url("/send?topic=idem"))
             .header("Idempotency-Key", "m-42")
+            .header("Content-Type", "application/json")
             .body("{\"v\":1}")
             .send()
             .await
