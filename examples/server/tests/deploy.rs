@@ -307,3 +307,51 @@ fn the_kubernetes_manifests_parse_and_carry_the_ingress_annotations() {
         assert!(help.contains(flag), "{flag} is not a holdfast-server flag");
     }
 }
+
+#[tokio::test]
+async fn behind_the_recommended_nginx_config_client_headers_do_not_pass_the_cap_or_reach_the_log() {
+    let Some(bin) = nginx_bin() else { return };
+    let s = Server::start(&[
+        "--trust-proxy",
+        "--conns-per-ip",
+        "2",
+        "--token",
+        "t0ken-in-query",
+    ]);
+    let dir = TempDir::new("nginx-xff");
+    let n = Nginx::start(bin, "holdfast.conf.template", s.port, &dir);
+    let mut statuses = Vec::new();
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let res = http()
+            .get(n.url("/sse?topic=x&token=t0ken-in-query"))
+            .header("X-Forwarded-For", format!("203.0.113.{i}"))
+            .header("X-Real-IP", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+        held.push(res);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 429, 429],
+        "headers written by the client were believed"
+    );
+    // Publishing through the proxy needs the key even though nginx connects from loopback.
+    let res = http()
+        .post(n.url("/publish?topic=x"))
+        .json(&serde_json::json!({"type": "t"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    drop(held);
+    drop(n);
+    let log = std::fs::read_to_string(dir.0.join("access.log")).unwrap();
+    assert!(log.contains("/realtime/sse"), "{log}");
+    assert!(
+        !log.contains("t0ken-in-query"),
+        "the token reached the access log"
+    );
+}
