@@ -353,13 +353,14 @@ async def ws_logs(websocket: WebSocket):
     if token_exp is not None:
         tasks.append(asyncio.create_task(expire()))
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            if t.exception() and not isinstance(t.exception(), (WebSocketDisconnect, RuntimeError)):
-                print(f"seed backend: websocket task failed: {t.exception()!r}", flush=True)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for t in tasks:
             t.cancel()
+        # Every task's end is collected: a socket closed under one task ends the others.
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, Exception) and not isinstance(outcome, (WebSocketDisconnect, RuntimeError)):
+                print(f"seed backend: websocket task failed: {outcome!r}", flush=True)
         STATS["connections"]["websocket"] -= 1
 
 
