@@ -949,6 +949,11 @@ impl<D: Clone> Engine<D> {
         }
         let url = self.diag_url(id);
         let abnormal = matches!(code, None | Some(1005) | Some(1006));
+        // "At once": sooner than a quiet server's first heartbeat could be due, and sooner
+        // than any idle cut-off worth the name.
+        let closed_at_once = c.opened_at.is_some_and(|o| {
+            now.saturating_sub(o) < self.options.timeouts.first_frame_ms.max(IDLE_MIN_MS)
+        });
         let (err_code, action, mut msg) = if let Some(code) = code.filter(|_| !abnormal) {
             classify_close(code, reason)
         } else if c.opened_at.is_none() {
@@ -964,10 +969,16 @@ impl<D: Clone> Engine<D> {
                     String::from("the request failed without an HTTP status: the server is unreachable, or CORS, mixed content or a CSP blocked it"),
                 ),
             }
-        } else if !c.established {
+        } else if !c.established || (!c.spoke && c.role == Role::Session && closed_at_once) {
+            // Open counts as open, but a stream cut at once before any byte is a proxy that
+            // accepts and drops it: the rung does not work here.
             (
                 ErrorCode::ClosedByPeer,
-                Action::Fallback,
+                if c.established {
+                    Action::StepDown
+                } else {
+                    Action::Fallback
+                },
                 String::from("the connection opened, then closed before any data arrived: a proxy is probably interfering"),
             )
         } else {

@@ -764,6 +764,30 @@ fn a_quiet_probe_takes_over_when_the_session_was_quiet_too_and_fails_when_the_se
 }
 
 #[test]
+fn a_websocket_that_opens_and_is_cut_at_once_before_any_data_steps_down() {
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.opened(ws);
+    assert_eq!(h.status(), Status::Connected);
+    h.advance(200);
+    h.closed(ws, Some(1006));
+    assert_eq!(h.errors(), [ErrorCode::ClosedByPeer]);
+    assert!(h.error_messages()[0].contains("before any data"));
+    assert_eq!(h.last_conn().1, Transport::Sse, "one rung lower, at once");
+
+    // A quiet stream cut after a minute of silence is a closed session: same rung, backoff.
+    let mut h = H::started(opts());
+    let (ws, _, _) = h.last_conn();
+    h.opened(ws);
+    h.advance(60_000);
+    h.open.retain(|c| c.1 == Transport::WebSocket);
+    h.closed(ws, Some(1006));
+    let at = h.e.snapshot().next_retry_at.expect("a retry");
+    h.advance(at - h.now);
+    assert_eq!(h.last_conn().1, Transport::WebSocket);
+}
+
+#[test]
 fn http_410_on_a_poll_is_a_reset_then_polls_start_over_without_a_cursor() {
     let mut o = opts();
     o.transports = vec![Transport::Polling];
