@@ -2,9 +2,12 @@
 //!
 //! Contract: on a fresh Debian machine of this project's kind (rustup, Node, npm, root) every
 //! tool ends up installed by these steps alone; on a machine that has them, every step is a
-//! quick check. Nothing here downloads a prebuilt binary from outside the package registries
-//! (see TOOLCHAIN.md: wasm-bindgen-cli is built from crates.io, wasm-opt comes from npm's
-//! `binaryen`, browsers and servers from Debian).
+//! quick check. Nothing here downloads a prebuilt binary from outside the package registries:
+//! wasm-bindgen-cli, geckodriver and cargo-fuzz are built from crates.io, wasm-opt comes from
+//! npm's `binaryen`, browsers and servers from Debian.
+//!
+//! `cargo xtask test --only SUITE` installs only what that suite needs (`ensure_for_suites`),
+//! and `cargo xtask demo` only what the package build needs (`ensure_build_tools`).
 
 use crate::procs::{capture, run, which};
 use crate::Ctx;
@@ -28,10 +31,7 @@ const GECKODRIVER_VERSION: &str = "0.37.1";
 
 /// Everything `cargo xtask test` needs.
 pub fn ensure_all(ctx: &Ctx) -> Result<(), String> {
-    ensure_apt_packages()?;
-    ensure_geckodriver()?;
-    ensure_cargo_fuzz()?;
-    ensure_build_tools(ctx)
+    ensure_for_suites(ctx, &["native", "js", "fuzz", "browser", "e2e"])
 }
 
 /// What building the browser package needs: the wasm target and `rust-src`, wasm-bindgen-cli at the
@@ -40,14 +40,97 @@ pub fn ensure_build_tools(ctx: &Ctx) -> Result<(), String> {
     ensure_wasm_target()?;
     ensure_rust_src()?;
     ensure_wasm_bindgen_cli(ctx)?;
-    ensure_npm_packages(&ctx.root)?;
-    for dir in ["examples/nextjs"] {
-        let dir = ctx.root.join(dir);
-        if dir.join("package-lock.json").exists() {
-            ensure_npm_packages(&dir)?;
+    ensure_npm_packages(&ctx.root)
+}
+
+/// What the named test suites need, and nothing more: `--only js` installs no browser,
+/// driver or cargo-fuzz. System packages are gathered first so apt runs once.
+pub fn ensure_for_suites(ctx: &Ctx, suites: &[&str]) -> Result<(), String> {
+    let wants = |s: &str| suites.contains(&s);
+    let mut apt: Vec<&str> = Vec::new();
+    for (pkg, _) in APT_TOOLS {
+        let needed = match *pkg {
+            // The deployment-config checks (native) and the nginx scenarios (e2e);
+            // the server's Redis tests (native) and Redis restarts (e2e).
+            "nginx" | "redis-server" => wants("native") || wants("e2e"),
+            // wasm-bindgen-test-runner drives Chromium through chromedriver; Playwright
+            // drives /usr/bin/chromium itself.
+            "chromium" => wants("browser") || wants("e2e"),
+            "chromium-driver" | "firefox-esr" => wants("browser"),
+            // A package added to APT_TOOLS without a rule here is installed for every run.
+            _ => true,
+        };
+        if needed {
+            apt.push(pkg);
         }
     }
+    ensure_apt_packages(&apt)?;
+    if wants("browser") {
+        ensure_geckodriver()?;
+        ensure_wasm_target()?;
+        ensure_wasm_bindgen_cli(ctx)?;
+    }
+    if wants("fuzz") {
+        ensure_cargo_fuzz()?;
+    }
+    if wants("e2e") {
+        ensure_build_tools(ctx)?;
+        ensure_example_packages(ctx);
+    } else if wants("js") {
+        ensure_npm_packages(&ctx.root)?;
+    }
     Ok(())
+}
+
+/// The Next.js example's npm packages, for its end-to-end test only (the demo and the
+/// package build do not need them). Quiet: npm's output is kept only if both `npm ci` and
+/// the `npm install` fallback fail, and then one line says so; the Next.js test is then the
+/// only one to fail.
+fn ensure_example_packages(ctx: &Ctx) {
+    let dir = ctx.root.join("examples/nextjs");
+    let lock = dir.join("package-lock.json");
+    let stamp = dir.join("node_modules/.package-lock.json");
+    if !lock.exists()
+        || (is_newer_or_equal(&stamp, &lock) && dir.join("node_modules/.bin").exists())
+    {
+        return;
+    }
+    step(&format!("npm packages of {}", dir.display()));
+    let quiet = |args: &[&str]| {
+        Command::new("npm")
+            .args(args)
+            .args(["--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir)
+            .output()
+    };
+    // `npm ci` first; when it calls the lock out of sync (see ensure_npm_packages), the
+    // `npm install` fallback takes every version the lock pins.
+    let ci = quiet(&["ci"]);
+    if matches!(&ci, Ok(o) if o.status.success()) {
+        return;
+    }
+    match quiet(&["install", "--no-save"]) {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let last = err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            println!(
+                "==> install: npm install in {} failed ({}{}); the Next.js test will fail",
+                dir.display(),
+                o.status,
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", last.trim())
+                }
+            );
+        }
+        Err(e) => println!("==> install: npm in {} did not start ({e})", dir.display()),
+    }
 }
 
 fn ensure_wasm_target() -> Result<(), String> {
@@ -72,7 +155,8 @@ fn ensure_rust_src() -> Result<(), String> {
 
 /// The CLI must match the `wasm-bindgen` crate in Cargo.lock exactly, or the generated glue
 /// and the wasm disagree. `--locked` is deliberately absent: one of its locked dependencies
-/// is not in the registry mirror here (TOOLCHAIN.md, pitfall 1).
+/// may be missing from a registry mirror, and without it cargo picks the newest compatible
+/// versions instead.
 fn ensure_wasm_bindgen_cli(ctx: &Ctx) -> Result<(), String> {
     let wanted = locked_version(&ctx.root, "wasm-bindgen")?;
     let have = capture(Command::new("wasm-bindgen").arg("--version")).unwrap_or_default();
@@ -198,10 +282,10 @@ fn ensure_npm_packages(dir: &Path) -> Result<(), String> {
 
 /// Chromium, chromedriver, nginx and redis-server come from Debian. Installing needs root;
 /// without it the error names the packages to install.
-fn ensure_apt_packages() -> Result<(), String> {
+fn ensure_apt_packages(wanted: &[&str]) -> Result<(), String> {
     let missing: Vec<&str> = APT_TOOLS
         .iter()
-        .filter(|(_, bin)| !Path::new(bin).exists())
+        .filter(|(pkg, bin)| wanted.contains(pkg) && !Path::new(bin).exists())
         .map(|(pkg, _)| *pkg)
         .collect();
     if missing.is_empty() {

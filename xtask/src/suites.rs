@@ -93,7 +93,12 @@ pub fn run_all(ctx: &Ctx, args: &[String]) -> Result<(), String> {
             ));
         }
     }
-    install::ensure_all(ctx)?;
+    let selected: Vec<&str> = SUITES
+        .iter()
+        .copied()
+        .filter(|s| only.is_empty() || only.contains(s))
+        .collect();
+    install::ensure_for_suites(ctx, &selected)?;
 
     let mut total = Counts::default();
     let mut lines = Vec::new();
