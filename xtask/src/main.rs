@@ -11,6 +11,7 @@
 //! starts testing at once. Only std is used here, so the driver itself builds in seconds.
 
 mod bench;
+mod fuzz;
 mod install;
 mod package;
 mod procs;
