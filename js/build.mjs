@@ -9,7 +9,8 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..');
-const out = resolve(process.argv[2] ?? join(root, 'target/npm/holdfast/dist'));
+const target = resolve(root, process.env.CARGO_TARGET_DIR ?? 'target');
+const out = resolve(process.argv[2] ?? join(target, 'npm/holdfast/dist'));
 mkdirSync(out, { recursive: true });
 
 const common = {

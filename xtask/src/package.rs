@@ -3,9 +3,10 @@
 //!
 //! Contract: `run(root, target_dir)` builds into `target_dir` (the Cargo target dir),
 //! writes the wasm-bindgen glue to `js/wasm/` (generated, gitignored), bundles `js/src/`
-//! with esbuild into `target/npm/holdfast/dist/`, copies `pkg-template/` beside it, runs
-//! `npm pack` into `target/npm/`, and reports the bytes a browser downloads for
-//! `createClient` (raw, gzip, brotli; computed by node's zlib). Every step either succeeds
+//! with esbuild into `<target>/npm/holdfast/dist/` (`<target>`: `target/` or
+//! `CARGO_TARGET_DIR`), copies `pkg-template/` beside it, runs `npm pack` into
+//! `<target>/npm/`, and reports the bytes a browser downloads for `createClient` (raw,
+//! gzip, brotli; computed by node's zlib). Every step either succeeds
 //! or returns an `Err` naming the step and the command's output.
 
 use std::fs;
@@ -16,7 +17,7 @@ use std::process::Command;
 #[allow(dead_code)] // the lead's xtask reads `package_dir`; the rest is for reports
 #[derive(Debug, Clone)]
 pub struct PackageReport {
-    /// `target/npm/holdfast/` (what is packed; serve it as `/pkg/` in the demo).
+    /// `<target>/npm/holdfast/` (what is packed; serve it as `/pkg/` in the demo).
     pub package_dir: PathBuf,
     /// The `npm pack` tarball.
     pub tarball: PathBuf,
@@ -73,7 +74,7 @@ pub fn run(root: &Path, target_dir: &Path) -> Result<PackageReport, String> {
     )?;
 
     // 4. Bundles and types (js/build.mjs drives esbuild and tsc).
-    let npm_root = root.join("target/npm");
+    let npm_root = target_dir.join("npm");
     let pkg_dir = npm_root.join("holdfast");
     let _ = fs::remove_dir_all(&pkg_dir);
     fs::create_dir_all(pkg_dir.join("dist")).map_err(|e| format!("creating {pkg_dir:?}: {e}"))?;
