@@ -96,6 +96,7 @@ pub fn run(root: &Path, target_dir: &Path) -> Result<PackageReport, String> {
                 .map_err(|e| format!("copying {:?}: {e}", entry.path()))?;
         }
     }
+    copy_licenses(root, &pkg_dir)?;
     let packed = run_cmd(
         "npm pack",
         Command::new("npm")
@@ -127,6 +128,15 @@ pub fn run(root: &Path, target_dir: &Path) -> Result<PackageReport, String> {
         esm,
         script,
     })
+}
+
+/// The licence texts ship in the package (npm packs LICENSE* files by itself).
+fn copy_licenses(root: &Path, pkg_dir: &Path) -> Result<(), String> {
+    for name in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        fs::copy(root.join(name), pkg_dir.join(name))
+            .map_err(|e| format!("copying {name}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Steps 1–3 of a package build, for any crate of the shape of `holdfast` (the package, and
