@@ -130,7 +130,8 @@ pub fn run(root: &Path, target_dir: &Path) -> Result<PackageReport, String> {
     })
 }
 
-/// The licence texts ship in the package (npm packs LICENSE* files by itself).
+/// The licence texts ship in the package (listed in pkg-template/package.json's `files`:
+/// npm packs only a plain LICENSE file by itself).
 fn copy_licenses(root: &Path, pkg_dir: &Path) -> Result<(), String> {
     for name in ["LICENSE-MIT", "LICENSE-APACHE"] {
         fs::copy(root.join(name), pkg_dir.join(name))
