@@ -924,6 +924,89 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_topic_keeps_at_most_its_bytes_and_the_oldest_go_first() {
+        let hub = Hub::new(1000, 0, 10_000, Budget::new(1 << 30), None);
+        let big = |n: usize| vec![("t".to_string(), format!("\"{}\"", "x".repeat(n)))];
+        let first = hub.publish("b", big(3000)).await.unwrap();
+        for _ in 0..5 {
+            hub.publish("b", big(3000)).await.unwrap();
+        }
+        let topic = hub.topic("b").unwrap();
+        assert!(topic.ring.lock().unwrap().bytes <= 10_000);
+        let batch = hub
+            .read_after(&topic, first[0], 100, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(batch.reset.map(|r| r.reason), Some("history_trimmed"));
+        assert_eq!(
+            batch.events.len(),
+            3,
+            "three events of ~3.2 KB fit in 10 KB"
+        );
+    }
+
+    #[tokio::test]
+    async fn over_the_budget_the_oldest_events_of_all_topics_are_trimmed_first() {
+        let budget = Budget::new(crate::budget::MIN_BUDGET);
+        let hub = Hub::new(100_000, 0, usize::MAX, budget.clone(), None);
+        let chunk = |n: usize| -> Vec<(String, String)> {
+            (0..n)
+                .map(|_| ("t".to_string(), format!("\"{}\"", "x".repeat(10_000))))
+                .collect()
+        };
+        // ~10 KB events, alternating topics, 1.5x the history's share in all.
+        let share = budget.history_limit();
+        let mut ids = Vec::new();
+        for i in 0..(share * 3 / 2) / 100_000 {
+            let t = if i % 2 == 0 { "a" } else { "b" };
+            ids.push((t, hub.publish(t, chunk(10)).await.unwrap()));
+        }
+        assert!(budget.history() <= share, "{} > {share}", budget.history());
+        assert!(
+            budget.history() > share - 200_000,
+            "trimmed far more than needed"
+        );
+        // The first publishes are gone from both topics, the last ones are all there.
+        for (t, first) in &ids[..2] {
+            let topic = hub.topic(t).unwrap();
+            let batch = hub
+                .read_after(&topic, first[0], 1, usize::MAX)
+                .await
+                .unwrap();
+            assert!(batch.reset.is_some(), "{t} kept its oldest events");
+        }
+        for (t, last) in &ids[ids.len() - 2..] {
+            let topic = hub.topic(t).unwrap();
+            let batch = hub
+                .read_after(&topic, last[0], 100, usize::MAX)
+                .await
+                .unwrap();
+            assert!(batch.reset.is_none());
+            assert_eq!(batch.events.len(), 9);
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_stop_at_the_byte_limit_but_always_carry_one_event() {
+        let hub = Hub::new(1000, 0, usize::MAX, Budget::new(1 << 30), None);
+        let items: Vec<(String, String)> = (0..10)
+            .map(|_| ("t".to_string(), format!("\"{}\"", "y".repeat(1000))))
+            .collect();
+        hub.publish("r", items).await.unwrap();
+        let topic = hub.topic("r").unwrap();
+        let batch = hub
+            .read_after(&topic, EventId::ZERO, 100, 3500)
+            .await
+            .unwrap();
+        assert_eq!(batch.events.len(), 3);
+        let one = hub
+            .read_after(&topic, EventId::ZERO, 100, 10)
+            .await
+            .unwrap();
+        assert_eq!(one.events.len(), 1);
+    }
+
+    #[tokio::test]
     async fn a_repeated_send_key_is_recognised_per_topic() {
         let hub = Hub::new(3, 0, usize::MAX, Budget::new(1 << 30), None);
         assert!(hub.first_send("a", "k").await.unwrap());

@@ -469,3 +469,17 @@ async fn every_error_body_is_json_and_bad_utf8_closes_with_1007() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_header_timeout_does_not_cut_streams_or_held_polls() {
+    let s = Server::start(&["--header-timeout-ms", "200", "--heartbeat-ms", "600"]);
+    let mut sse = Sse::open(&s.url("/sse?topic=k"), None).await;
+    assert_eq!(sse.next().await.unwrap().event, "hello");
+    // Three heartbeats: the stream outlived the header timeout many times over.
+    for _ in 0..3 {
+        assert_eq!(sse.next_comment().await.as_deref(), Some("heartbeat"));
+    }
+    let (status, v) = poll(&s, "topic=k&wait=1000").await;
+    assert_eq!(status, 200);
+    assert!(v["events"].as_array().unwrap().is_empty());
+}
