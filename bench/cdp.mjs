@@ -12,7 +12,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 
-/// Flags this closed network needs (TOOLCHAIN.md) plus those that keep timers unthrottled.
+/// Flags for a machine that may have no route to Google's services (no background
+/// networking, component updates or sync; no sandbox when run as root in a container) plus
+/// those that keep timers unthrottled.
 const FLAGS = [
   '--headless=new',
   '--no-sandbox',
