@@ -222,6 +222,7 @@ export function steadyPublisher({ targets, topic, intervalMs = 50, perTick = 1, 
   let running = true;
   let paused = false;
   let failures = 0;
+  let inFlight = Promise.resolve();
   const ids = new Map();
   const uncertain = new Set();
   const accepted = []; // [seq, target, atMs]
@@ -266,7 +267,10 @@ export function steadyPublisher({ targets, topic, intervalMs = 50, perTick = 1, 
   loop = (async () => {
     let due = Date.now();
     while (running) {
-      if (!paused) await once();
+      if (!paused) {
+        inFlight = once();
+        await inFlight;
+      }
       due += intervalMs;
       const wait = due - Date.now();
       if (wait > 0) await sleep(wait);
@@ -287,8 +291,11 @@ export function steadyPublisher({ targets, topic, intervalMs = 50, perTick = 1, 
     setTargets(t) {
       list = [...t];
     },
-    pause() {
+    /// Stops publishing; resolves once no publish is in flight, so `last()` then stays put
+    /// until `resume()`.
+    async pause() {
       paused = true;
+      await inFlight;
     },
     resume() {
       paused = false;
@@ -596,9 +603,11 @@ export async function finish(page, publisher, { firstOwed, reallyGone, settleMs 
   return { result, audit: a, lastSent, waitError };
 }
 
-/// Asserts the audit: nothing missing (except really gone events at a reported gap),
+/// Asserts the audit: events were owed (a scenario that published nothing while the client
+/// was open proves nothing), nothing missing (except really gone events at a reported gap),
 /// nothing repeated, nothing out of order.
 export function assertDelivery(assert, a, { gaps = 0 } = {}) {
+  assert.ok(a.sent > 0, `events were published while the client was open (${JSON.stringify(a)})`);
   assert.equal(a.duplicates, 0, `no event delivered twice (${JSON.stringify(a)})`);
   assert.equal(a.outOfOrder, 0, `events in order (${JSON.stringify(a)})`);
   assert.equal(a.missing, 0, `no event missing (missing: ${JSON.stringify(a.missingSeqs)})`);

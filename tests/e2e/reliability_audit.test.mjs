@@ -4,7 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { audit } from './faults.mjs';
+import { assertDelivery, audit } from './faults.mjs';
 
 const msgs = (...seqs) => seqs.map((s) => [s, `1-${s}`]);
 
@@ -50,4 +50,16 @@ test('numbers whose publish had no answer are not owed, but still at most once',
   const uncertain = new Set([3]);
   assert.equal(audit({ messages: msgs(1, 2, 4), firstOwed: 1, lastSent: 4, uncertain }).missing, 0);
   assert.equal(audit({ messages: msgs(1, 2, 3, 3, 4), firstOwed: 1, lastSent: 4, uncertain }).duplicates, 1);
+});
+
+test('a scenario that published nothing while the client was open fails the delivery check', () => {
+  // Nothing owed: the audit is clean, but proves nothing.
+  const empty = audit({ messages: [], firstOwed: 6, lastSent: 5 });
+  assert.deepEqual([empty.sent, empty.missing, empty.duplicates], [0, 0, 0]);
+  assert.throws(() => assertDelivery(assert, empty), /events were published while the client was open/);
+  // Only uncertain numbers: nothing owed either.
+  const unsure = audit({ messages: [], firstOwed: 1, lastSent: 2, uncertain: new Set([1, 2]) });
+  assert.equal(unsure.sent, 0);
+  assert.throws(() => assertDelivery(assert, unsure), /events were published/);
+  assertDelivery(assert, audit({ messages: msgs(1, 2), firstOwed: 1, lastSent: 2 }));
 });
