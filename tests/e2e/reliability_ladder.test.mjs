@@ -163,8 +163,13 @@ test('scenario 12: a blocked WebSocket that starts working again is found by a p
     options: { probe: { initialMs: 1500, maxMs: 3000 } },
     openOn: 'sse',
     async during({ proxy, page }) {
-      // Let at least one probe fail while the WebSocket is still blocked.
-      await sleep(4000);
+      // Lift the block once a probe has failed against it (what happened, not a time).
+      await page
+        .waitForFunction(() => window.client.diagnostics().attempts.some((x) => x.probe && x.failure?.code === 'upgrade_refused'), null, {
+          timeout: 30_000,
+          polling: 100,
+        })
+        .catch(() => {}); // asserted below, with the attempts in the message
       await proxy.set({});
       await waitOpen(page, 'websocket', 20_000);
       await sleep(2000); // events keep flowing on the new rung
