@@ -163,6 +163,7 @@ test('bad input over WebSocket: malformed, binary, oversized and mistyped frames
     const { codes } = await check('bad input (websocket)', rec, 7, 'websocket');
     assert.equal(codes.filter((c) => c === 'bad_frame').length, 7, `seven bad frames reported: ${codes}`);
     assert.equal(codes.filter((c) => c === 'frame_too_large').length, 1, `one oversized frame reported: ${codes}`);
+    assert.equal(codes.filter((c) => c === 'server_error').length, 1, `the error frame reported as server_error: ${codes}`);
     assert.equal(evil.counts.ws, 1, 'one WebSocket for the whole stream: bad frames do not cost the connection');
   } finally {
     await rec?.close();
