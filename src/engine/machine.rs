@@ -866,6 +866,13 @@ impl<D: Clone> Engine<D> {
             Item::ServerError { code, message } => {
                 if code == "token_expired" || code == "token_invalid" {
                     self.token = None;
+                    if self.options.use_token {
+                        // The close that follows decides: a fresh token at once (it had
+                        // worked: expired) or `unauthorized`; either way the app hears once.
+                        self.diagnostics
+                            .note(now, cat(&["the server refused the token: ", &code]));
+                        return;
+                    }
                 }
                 let t = self.conn(id).map(|c| c.transport);
                 let mut err = HoldfastError::new(

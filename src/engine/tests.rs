@@ -1861,12 +1861,17 @@ fn an_in_band_websocket_refusal_is_reported_and_does_not_fall_back() {
     });
     assert_eq!(
         h.errors(),
-        [ErrorCode::ServerError, ErrorCode::Unauthorized]
+        [ErrorCode::Unauthorized],
+        "the refusal frame and the close are one error for the app"
     );
     assert!(
-        h.error_messages()[1].contains("token_expired"),
+        h.error_messages()[0].contains("token_expired"),
         "the close reason is shown"
     );
+    assert!(h
+        .notes()
+        .iter()
+        .any(|n| n.contains("refused the token: token_expired")));
     assert_eq!(h.count_cmd(|c| matches!(c, Command::RequestToken)), 2);
     assert!(
         h.opens.iter().all(|o| o.2 == Transport::WebSocket),
