@@ -391,13 +391,20 @@ for (const [n, label, template, expected] of NGINX_CASES) {
 
 // ----- idle for 10 s after connecting, then busy --------------------------------------------
 
-for (const [n, rung, transports] of [[9, 'websocket', undefined], [10, 'sse', ['sse', 'polling']]]) {
+// On WebSocket the client pings every 2 s meanwhile (`heartbeat.intervalMs`): the text
+// `ping` of `interop.pingText`, which this backend answers; it ignores `{"type":"ping"}`.
+const IDLE_CASES = [
+  [9, 'websocket', { heartbeat: { intervalMs: 2000, timeoutMs: 1000 } }],
+  [10, 'sse', { transports: ['sse', 'polling'] }],
+];
+
+for (const [n, rung, options] of IDLE_CASES) {
   test(`existing backends ${n}: a ${rung} idle for 10 s after connecting stays open on ${rung} (no reconnect, no fallback), then delivers`, { timeout: 90_000 }, () =>
     scenario(`eb${n} (${rung} idle 10 s, then busy)`, async (ctx) => {
       const backend = await seed(ctx);
       // The backend already has history (not ticks) when the client connects.
       await publishOnce(backend.url, Array.from({ length: 5 }, (_, i) => ({ type: 'history', data: { n: i + 1 } })));
-      const rec = await openClient(ctx, `${backend.url}/r.html`, transports ? { transports } : {});
+      const rec = await openClient(ctx, `${backend.url}/r.html`, options);
       await waitOpen(rec.page, rung, 30_000);
       await sleep(10_000);
       const publisher = publisherFor(ctx, [backend.url]);
@@ -407,9 +414,11 @@ for (const [n, rung, transports] of [[9, 'websocket', undefined], [10, 'sse', ['
       const classes = failureClasses(result);
       const after = statesAfterOpen(result);
       const changes = after.filter((s) => s.status !== 'open' || s.transport !== rung);
-      ctx.report(a, result.snapshot.transport, classes, `state changes after open ${JSON.stringify(changes.map((s) => `${s.status}/${s.transport}`))}`);
+      const { pongs } = await backend.stats();
+      ctx.report(a, result.snapshot.transport, classes, `state changes after open ${JSON.stringify(changes.map((s) => `${s.status}/${s.transport}`))}, pongs ${pongs}`);
       assertExactlyOnce(a, ids);
       assert.deepEqual(changes, [], 'after open: no reconnecting, no other rung');
+      if (rung === 'websocket') assert.ok(pongs >= 3, `the client pinged with the text the backend answers (${pongs} pongs)`);
       assert.equal(result.snapshot.transport, rung);
       assert.deepEqual(classes, [], 'no attempt failed');
       assert.deepEqual(rec.problems, []);

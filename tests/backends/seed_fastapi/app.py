@@ -22,7 +22,7 @@ Endpoints:
                                       {"ids": [...]}; an element {"raw": X, "withId": bool}
                                       stores X as it is (a bad entry for the tests; with
                                       `withId` an object X gets the store's id)
-  GET  /health, /stats                liveness; open connections and refusals per rung
+  GET  /health, /stats                liveness; open connections, refusals, pongs, 410s
   /*                                  static files from SEED_STATIC_DIR (the test page)
 
 Every event is {"id": <int>, "type": ..., "data": ...}; ids come from the store: a counter
@@ -220,6 +220,7 @@ STATS: dict[str, Any] = {
     "unauthorized": {"websocket": 0, "sse": 0, "polling": 0},
     "expired_closes": {"websocket": 0, "sse": 0},
     "gone": 0,
+    "pongs": 0,
 }
 
 
@@ -339,6 +340,7 @@ async def ws_logs(websocket: WebSocket):
             try:
                 data = await asyncio.wait_for(websocket.receive_text(), timeout=HEARTBEAT_SECS)
                 if data == "ping":
+                    STATS["pongs"] += 1
                     await send_json({"type": "pong"})
             except asyncio.TimeoutError:
                 await send_json({"type": "heartbeat"})
