@@ -284,3 +284,41 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::try_parse_from(std::iter::once("holdfast-server").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn trust_proxy_takes_nothing_a_list_or_names() {
+        assert!(parse(&[]).trusted_proxies().unwrap().is_empty());
+        let bare = parse(&["--trust-proxy", "--demo"])
+            .trusted_proxies()
+            .unwrap();
+        let has = |nets: &[ipnet::IpNet], ip: &str| {
+            nets.iter()
+                .any(|n| n.contains(&ip.parse::<IpAddr>().unwrap()))
+        };
+        assert!(has(&bare, "127.0.0.1") && has(&bare, "10.1.2.3") && has(&bare, "::1"));
+        assert!(!has(&bare, "203.0.113.5"));
+        let list = parse(&["--trust-proxy", "192.0.2.0/24,198.51.100.7"])
+            .trusted_proxies()
+            .unwrap();
+        assert!(has(&list, "192.0.2.9") && has(&list, "198.51.100.7"));
+        assert!(!has(&list, "198.51.100.8") && !has(&list, "127.0.0.1"));
+        assert!(parse(&["--trust-proxy", "nonsense"]).validate().is_err());
+    }
+
+    #[test]
+    fn the_socket_cap_follows_the_connection_cap_unless_set() {
+        assert_eq!(parse(&[]).sockets_per_ip(), 64);
+        assert_eq!(parse(&["--conns-per-ip", "0"]).sockets_per_ip(), 0);
+        assert_eq!(parse(&["--conns-per-ip", "100"]).sockets_per_ip(), 200);
+        assert_eq!(parse(&["--sockets-per-ip", "5"]).sockets_per_ip(), 5);
+    }
+}
