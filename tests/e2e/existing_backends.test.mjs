@@ -1,9 +1,9 @@
-// Existing backends, unchanged (issue 12, point 5): the built package in Chromium against a
-// backend written from the seeds' own FastAPI code (tests/backends/seed_fastapi: WebSocket
+// Existing backends, unchanged: the built package in Chromium against a backend of the kind
+// FastAPI users already run (tests/backends/seed_fastapi: WebSocket
 // /ws/logs that answers the text `ping` and heartbeats after 30 s, /sse/logs with `id:` +
 // `data:` lines and `: keepalive`, a short poll /poll/logs returning a bare array, integer
-// ids, nothing sent on connect), through the seeds' own nginx configs
-// (tests/backends/nginx), the fault proxy, and Redis shared by two backends.
+// ids, nothing sent on connect), through nginx configs as they are found in front of such
+// backends (tests/backends/nginx), the fault proxy, and Redis shared by two backends.
 //
 // The client is configured as PROTOCOL.md §10 tells such a user: the per-rung `urls`, a short
 // poll, `interop.pingText: 'ping'`, and otherwise its defaults (deadlines, heartbeat).
@@ -299,7 +299,7 @@ async function scenario(label, body) {
   }
 }
 
-/// Opens the recorder page at `pageUrl` with the seed options plus `options`.
+/// Opens the recorder page at `pageUrl` with SEED_OPTIONS plus `options`.
 async function openClient(ctx, pageUrl, options, extra) {
   ctx.rec = await openRecorder(browser, pageUrl, { ...SEED_OPTIONS, ...options }, extra);
   ctx.cleanups.push(() => ctx.rec.close());
@@ -319,7 +319,7 @@ function publisherFor(ctx, targets) {
 }
 
 async function nginxFor(ctx, template, backends) {
-  // startNginx reads examples/deploy/nginx/<template>: these are the seeds' configs instead.
+  // startNginx reads examples/deploy/nginx/<template>: these are tests/backends/nginx's.
   const relative = join('../../../tests/backends/nginx', template);
   if (!existsSync(join(NGINX_DIR, template))) throw new Error(`no nginx template ${template}`);
   const n = await startNginx(relative, { upstreams: backends.map((b) => b.host), base: '' });
@@ -358,12 +358,12 @@ for (const [n, rung] of [[1, 'websocket'], [2, 'sse'], [3, 'polling']]) {
     }));
 }
 
-// ----- the full ladder through the seeds' nginx configs -------------------------------------
+// ----- the full ladder through nginx configs found in front of such backends ----------------
 
 const NGINX_CASES = [
-  [4, 'seed 004 recommended nginx', 'seed004-recommended.conf.template', 'websocket'],
-  [5, 'seed 004 "current" nginx', 'seed004-current.conf.template', 'websocket'],
-  [6, 'seed 002 gateway nginx', 'seed002-gateway.conf.template', 'websocket'],
+  [4, 'recommended nginx', 'seed004-recommended.conf.template', 'websocket'],
+  [5, '"current" nginx (Connection upgrade always)', 'seed004-current.conf.template', 'websocket'],
+  [6, 'gateway nginx (rate limits, SSE location)', 'seed002-gateway.conf.template', 'websocket'],
   [7, 'nginx without Upgrade headers', 'seed004-no-upgrade.conf.template', 'sse'],
   [8, 'nginx defaults (buffered SSE, no upgrade)', 'seed004-plain.conf.template', 'polling'],
 ];

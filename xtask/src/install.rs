@@ -210,7 +210,7 @@ pub fn ensure_cargo_fuzz() -> Result<(), String> {
     run(Command::new("cargo").args(["install", "cargo-fuzz", "--force", "--version", VERSION]))
 }
 
-/// The seed-compatible test backend (tests/backends/seed_fastapi, FastAPI on uvicorn) that
+/// The FastAPI test backend of the existing-backends tests (tests/backends/seed_fastapi) that
 /// the end-to-end suite drives: a venv under the cargo target dir (`seed-backend-venv`, so
 /// `CARGO_TARGET_DIR` moves it too) with the pinned requirements from PyPI. Skipped when
 /// the venv's stamp (a copy of the requirements it was installed from) matches. Returns
@@ -232,7 +232,7 @@ pub fn ensure_seed_backend(ctx: &Ctx) -> Result<PathBuf, String> {
         run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
     }
     step(&format!(
-        "pip install -r {} (the seed-compatible test backend)",
+        "pip install -r {} (the FastAPI test backend)",
         requirements.display()
     ));
     run(Command::new(&python)

@@ -1,12 +1,13 @@
-"""A backend as the seeds' users run it, for the end-to-end suite (issue 12, point 5).
+"""A backend of the kind FastAPI users already run, for the end-to-end suite.
 
-Written from the seeds' own FastAPI code (../shared/seeds/: 000 "Deployment Solutions for
-Reverse Proxy Environments" for `/sse/logs` and `/poll/logs`, 004 "Production Deployment
-Guide" for the WebSocket with its text `ping` and 30 s heartbeat, 000 and 004 for Redis
-as the shared event store), with only what exactly-once resume needs added: an integer
-`id` on every event and `?since=` (and `Last-Event-ID`) honoured by replaying what is newer.
-It speaks none of the Holdfast protocol's extras: no `hello`, no `: ok`, no answer to
-`{"type":"ping"}`, no `reset`, nothing on connect.
+The common shape of a FastAPI app with its own realtime endpoints, as written in the field:
+a `log_store` list served by `/sse/logs` (a StreamingResponse generator) and a short poll
+`/poll/logs?since=`, a WebSocket `/ws/logs` whose receive loop answers the text `ping` with
+`{"type":"pong"}` and sends `{"type":"heartbeat"}` after 30 s without a client message, and
+Redis when several processes share the events. Only what exactly-once resume needs is added:
+an integer `id` on every event and `?since=` (and `Last-Event-ID`) honoured by replaying
+what is newer. It speaks none of the Holdfast protocol's extras: no `hello`, no `: ok`, no
+answer to `{"type":"ping"}`, no `reset`, nothing on connect.
 
 Endpoints:
   WS   /ws/logs[?since=N][&token=T]  nothing on connect; replays events with id > N, then
@@ -38,7 +39,7 @@ Switches (environment, set by the test that starts the process):
                        SSE stream is ended (the session is over; a reconnect needs a token).
   SEED_HISTORY_MAX     keep only the newest N events; a poll whose `since` is older than what
                        is kept gets 410 Gone (WebSocket and SSE replay what is left, as the
-                       seeds do)
+                       usual code does)
   SEED_HEARTBEAT_SECS  WebSocket heartbeat / SSE keepalive after this much silence (30)
   SEED_STATIC_DIR      serve this directory at `/` (the test page and the package)
 """
@@ -80,7 +81,7 @@ def render(event_id: int, stored: dict) -> Any:
 
 
 class MemoryStore:
-    """The seeds' `log_store` list with a counter, plus a version that wakes waiting streams."""
+    """The usual `log_store` list with a counter, plus a version that wakes waiting streams."""
 
     kind = "memory"
 
@@ -302,7 +303,7 @@ async def publish(request: Request):
 
 @app.websocket("/ws/logs")
 async def ws_logs(websocket: WebSocket):
-    # Seed 004's cv_processing_websocket: a receive loop that answers "ping" and sends a
+    # The usual FastAPI WebSocket handler: a receive loop that answers "ping" and sends a
     # heartbeat after 30 s without a client message; events are forwarded beside it.
     token_exp = None
     if TOKEN_SECRET:
@@ -383,7 +384,7 @@ async def sse_logs(request: Request, since: Optional[str] = None):
         cursor = (await STORE.bounds())[1]
 
     async def log_event_generator():
-        # Seed 000's generator: `data: <json>` per event (here with its `id:`), and a
+        # The usual SSE generator: `data: <json>` per event (here with its `id:`), and a
         # keepalive comment when nothing was sent for 30 s.
         nonlocal cursor
         STATS["connections"]["sse"] += 1
@@ -420,7 +421,7 @@ async def sse_logs(request: Request, since: Optional[str] = None):
 
 @app.get("/poll/logs")
 async def poll_logs(request: Request, since: Optional[str] = None):
-    # Seed 000's poll_logs: every kept event after `since` (all of them without it).
+    # The usual poll endpoint: every kept event after `since` (all of them without it).
     if TOKEN_SECRET:
         exp = token_expiry(bearer(request))
         if exp is None or exp <= time.time():
