@@ -1,6 +1,7 @@
 //! The `#[wasm_bindgen]` surface used by the JS wrapper (`js/src/core.ts`). It only
-//! converts types: the options object (already checked by the wrapper) into engine
-//! [`Options`] through [`Options::from_js`] (which holds every JS option name), errors into
+//! converts types: the options object (already checked by the wrapper), flattened into
+//! leaves, into engine [`Options`] through [`Options::from_js`] (which holds every JS
+//! option name), errors into
 //! `[code, message, transport]` arrays, and app events into the batches described in
 //! [`crate::web::runtime`].
 //!
@@ -13,8 +14,8 @@
 //! snapshot changed or `["cursor", id|null]` when only the cursor moved (`["cursor"]`: the
 //! batch's last message id).
 
-use crate::engine::options::JsOptions;
-use crate::engine::{HoldfastError, Options};
+use crate::engine::options::{JsLeaf, GROUPS};
+use crate::engine::{ErrorCode, HoldfastError, Options};
 use crate::web::runtime::{error_js, live_adapters, take_trapped, Runtime, WebOptions};
 use js_sys::{Array, Function, Object, Reflect};
 use std::cell::RefCell;
@@ -151,40 +152,74 @@ fn get(o: &JsValue, k: &str) -> JsValue {
     Reflect::get(o, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED)
 }
 
-/// The options object as the engine reads it ([`Options::from_js`] holds every JS name).
-impl JsOptions for JsValue {
-    fn get(&self, key: &str) -> Option<JsValue> {
-        let v = get(self, key);
-        (!v.is_undefined()).then_some(v)
+/// A JS value as a leaf of the options ([`JsLeaf`]).
+fn leaf(v: &JsValue) -> JsLeaf {
+    if let Some(s) = v.as_string() {
+        JsLeaf::Str(s)
+    } else if let Some(x) = v.as_f64() {
+        JsLeaf::Num(x)
+    } else if let Some(b) = v.as_bool() {
+        JsLeaf::Bool(b)
+    } else if v.is_null() {
+        JsLeaf::Null
+    } else if let Some(a) = v.dyn_ref::<Array>() {
+        a.iter()
+            .map(|x| x.as_string())
+            .collect::<Option<Vec<_>>>()
+            .map_or(JsLeaf::Other, JsLeaf::List)
+    } else {
+        JsLeaf::Other
     }
-    fn keys(&self) -> Option<Vec<String>> {
-        if !self.is_object() || Array::is_array(self) {
-            return None;
+}
+
+/// The own enumerable `[key, value]` pairs of a plain object (not an array, not null).
+fn entries(o: &JsValue) -> Option<Array> {
+    (o.is_object() && !Array::is_array(o)).then(|| Object::entries(o.unchecked_ref::<Object>()))
+}
+
+/// Flattens the options object one level below [`GROUPS`] (`heartbeat.intervalMs`, …) for
+/// [`Options::from_js`], which holds every JS name; `undefined` values are absent.
+fn leaves(o: &JsValue) -> Result<Vec<(String, JsLeaf)>, HoldfastError> {
+    let top = entries(o).ok_or_else(|| {
+        HoldfastError::new(
+            ErrorCode::InvalidOption,
+            "options must be an object with at least { url }",
+        )
+    })?;
+    let mut out = Vec::new();
+    for pair in top.iter() {
+        let pair: Array = pair.unchecked_into();
+        let (Some(k), v) = (pair.get(0).as_string(), pair.get(1)) else {
+            continue;
+        };
+        if v.is_undefined() {
+            continue;
         }
-        let keys = Object::keys(self.unchecked_ref::<Object>());
-        Some(keys.iter().filter_map(|k| k.as_string()).collect())
+        match entries(&v) {
+            Some(group) if GROUPS.contains(&k.as_str()) => {
+                for pair in group.iter() {
+                    let pair: Array = pair.unchecked_into();
+                    let (Some(field), x) = (pair.get(0).as_string(), pair.get(1)) else {
+                        continue;
+                    };
+                    if !x.is_undefined() {
+                        let mut path = k.clone();
+                        path.push('.');
+                        path.push_str(&field);
+                        out.push((path, leaf(&x)));
+                    }
+                }
+            }
+            _ => out.push((k, leaf(&v))),
+        }
     }
-    fn items(&self) -> Option<Vec<JsValue>> {
-        self.dyn_ref::<Array>().map(|a| a.iter().collect())
-    }
-    fn as_str(&self) -> Option<String> {
-        self.as_string()
-    }
-    fn as_f64(&self) -> Option<f64> {
-        JsValue::as_f64(self)
-    }
-    fn as_bool(&self) -> Option<bool> {
-        JsValue::as_bool(self)
-    }
-    fn is_null(&self) -> bool {
-        JsValue::is_null(self)
-    }
+    Ok(out)
 }
 
 /// Reads the wrapper's normalized options (`normalizeOptions` in `js/src/core.ts`, which
 /// has already applied the same rules synchronously).
 fn read_options(o: &JsValue) -> Result<(Options, WebOptions), HoldfastError> {
-    let opts = Options::from_js(o)?;
+    let opts = Options::from_js(&leaves(o)?)?;
     let es = get(o, "eventSource");
     let web = WebOptions {
         event_source: if let Some(list) = es.dyn_ref::<Array>() {

@@ -1,12 +1,12 @@
-//! Options: every knob with its default and its validation. Defaults follow DESIGN.md and
-//! the seeds (ping every 30 s, pong timeout 5 s, 3 missed pongs; backoff 0.5 s ×2 up to 30 s).
+//! Options: every knob with its default and its validation. Defaults: ping every 30 s, pong
+//! timeout 5 s, 3 missed pongs; backoff 0.5 s ×2 up to 30 s.
 //!
 //! One vocabulary. Options are named as JavaScript spells them (`outboxLimit`,
 //! `heartbeat.intervalMs`, `interop.pingText`) everywhere a user reads a name: every error
 //! of [`Options::validate`] and [`Options::from_js`] is an [`ErrorCode::InvalidOption`]
 //! that starts with `options.<name>` and says what is allowed, so a typo never turns into
-//! a silent hang. [`Options::from_js`] is the one reading of the JS options object into
-//! these fields (the bindings only supply the object).
+//! a silent hang. [`Options::from_js`] is the one reading of the JS option names into these
+//! fields; the bindings only flatten the object into `(name, value)` leaves ([`JsLeaf`]).
 //!
 //! One set of rules. The JS wrapper (`js/src/core.ts`) must reject invalid options
 //! synchronously in `createClient`, before the wasm module is even loaded, so it applies
@@ -18,7 +18,7 @@
 
 use super::error::{ErrorCode, HoldfastError};
 use super::types::Transport;
-use super::util::{cat, join, u64_to_string};
+use super::util::{cat, u64_to_string};
 
 /// All client options. Build with `Options::new(url)` and adjust fields.
 #[derive(Clone, Debug, PartialEq)]
@@ -591,300 +591,199 @@ impl Options {
 
     /// Reads the JavaScript options object (`ClientOptions` in `js/src/types.ts`, after the
     /// wrapper's `normalizeOptions`: `token` is `true` when a token or provider was given,
-    /// `since` and `params` values are strings). Unknown names and wrong types are
-    /// `invalid_option` errors naming the option; values are left to [`Options::validate`].
-    /// `eventSource` belongs to the web layer and is not read here.
-    pub fn from_js<V: JsOptions>(o: &V) -> Result<Options, HoldfastError> {
+    /// `since` and `params` values are strings), flattened by the caller into leaves
+    /// ([`JsLeaf`]): `("url", Str)`, `("heartbeat.intervalMs", Num)`,
+    /// `("params.tenant", Str)`. One level of the names in [`GROUPS`] is flattened; a group
+    /// given as anything but an object stays one leaf under its own name. Unknown names
+    /// and wrong types are `invalid_option` errors naming the option; values are left to
+    /// [`Options::validate`]. `eventSource` belongs to the web layer and is skipped here.
+    pub fn from_js(leaves: &[(String, JsLeaf)]) -> Result<Options, HoldfastError> {
         let mut opts = Options::new("");
-        let keys = o
-            .keys()
-            .ok_or_else(|| invalid_js("options", "must be an object with at least { url }"))?;
-        known(&keys, "", TOP_LEVEL)?;
-        if let Some(v) = o.get("url") {
-            opts.url = string(&v, "url")?;
-        }
-        if let Some(v) = o.get("topic") {
-            opts.topic = Some(string(&v, "topic")?);
-        }
-        if let Some(v) = o.get("transports") {
-            let list = v
-                .items()
-                .ok_or_else(|| invalid("transports", TRANSPORTS_ARE))?;
-            opts.transports.clear();
-            for t in list {
-                let t = t
-                    .as_str()
-                    .and_then(|s| Transport::parse(&s))
-                    .ok_or_else(|| invalid("transports", TRANSPORTS_ARE))?;
-                opts.transports.push(t);
-            }
-        }
-        if let Some(u) = group(o, "urls", URLS)? {
-            for (key, into) in [
-                ("websocket", &mut opts.websocket_url),
-                ("sse", &mut opts.sse_url),
-                ("polling", &mut opts.poll_url),
-                ("send", &mut opts.send_url),
-            ] {
-                if let Some(v) = u.get(key) {
-                    *into = Some(string(&v, &cat(&["urls.", key]))?);
+        for (path, v) in leaves {
+            let path = path.as_str();
+            let read = if let Some((num, set)) = NUMERIC.iter().find(|(n, _)| n.name == path) {
+                match v {
+                    JsLeaf::Num(x) => set(&mut opts, num.read(*x)?),
+                    _ => return Err(invalid(path, &num.allowed())),
                 }
-            }
-        }
-        if let Some(v) = o.get("params") {
-            let keys = v
-                .keys()
-                .ok_or_else(|| invalid("params", "must be an object of query parameters"))?;
-            for k in keys {
-                let name = cat(&["params.", &k]);
-                let value = v.get(&k).and_then(|x| x.as_str());
-                opts.params.push((
-                    k,
-                    value.ok_or_else(|| invalid(&name, "must be a string, number or boolean"))?,
-                ));
-            }
-        }
-        if let Some(v) = o.get("since") {
-            // A whole number is an id too (the wrapper passes it as a string already).
-            let whole = v
-                .as_f64()
-                .filter(|x| x.fract() == 0.0 && *x >= 0.0 && *x <= 9_007_199_254_740_991.0)
-                .map(|x| u64_to_string(x as u64));
-            if !v.is_null() {
-                opts.since = Some(v.as_str().or(whole).ok_or_else(|| {
-                    invalid(
-                        "since",
-                        "must be a non-empty event id (a string or a whole number) when given (leave it out to start from now)",
-                    )
-                })?);
-            }
-        }
-        if let Some(v) = o.get("token") {
-            opts.use_token = match (v.as_bool(), v.as_str()) {
-                (Some(b), _) => b,
-                (_, Some(s)) if !s.is_empty() => true,
-                _ => {
-                    return Err(invalid(
-                        "token",
-                        "must be a non-empty string or a function returning a token (or a promise of one)",
-                    ))
+                true
+            } else if let Some((_, field)) = STRINGS.iter().find(|(name, _)| *name == path) {
+                match v {
+                    JsLeaf::Str(s) => *field(&mut opts) = s.clone(),
+                    _ => return Err(invalid(path, "must be a string")),
+                }
+                true
+            } else {
+                match (path, v) {
+                    ("eventSource", _) | ("since", JsLeaf::Null) => true,
+                    ("topic", JsLeaf::Str(s)) => {
+                        opts.topic = Some(s.clone());
+                        true
+                    }
+                    ("transports", JsLeaf::List(list)) => {
+                        opts.transports.clear();
+                        for t in list {
+                            let Some(t) = Transport::parse(t) else {
+                                return Err(invalid(
+                                    path,
+                                    "must list 'websocket', 'sse', 'polling'",
+                                ));
+                            };
+                            opts.transports.push(t);
+                        }
+                        true
+                    }
+                    ("since", JsLeaf::Str(s)) => {
+                        opts.since = Some(s.clone());
+                        true
+                    }
+                    // A whole number is an id too (the wrapper passes it as a string already).
+                    ("since", JsLeaf::Num(x))
+                        if x.fract() == 0.0 && *x >= 0.0 && *x <= 9_007_199_254_740_991.0 =>
+                    {
+                        opts.since = Some(u64_to_string(*x as u64));
+                        true
+                    }
+                    ("token", JsLeaf::Bool(b)) => {
+                        opts.use_token = *b;
+                        true
+                    }
+                    ("token", JsLeaf::Str(s)) => {
+                        opts.use_token = true;
+                        !s.is_empty()
+                    }
+                    // `false` turns the feature off, `true` keeps it; an object (its fields
+                    // arrive as `probe.initialMs`, …) tunes it.
+                    ("probe", JsLeaf::Bool(b)) => {
+                        opts.probe.enabled = *b;
+                        true
+                    }
+                    ("remember", JsLeaf::Bool(b)) => {
+                        opts.memory.enabled = *b;
+                        true
+                    }
+                    ("polling.pauseWhenHidden", JsLeaf::Bool(b)) => {
+                        opts.polling.pause_when_hidden = *b;
+                        true
+                    }
+                    _ => match (path.strip_prefix("params."), v) {
+                        (Some(name), JsLeaf::Str(s)) => {
+                            opts.params.push((name.into(), s.clone()));
+                            true
+                        }
+                        (Some(_), _) => false,
+                        (None, _) if OTHER_NAMES.contains(&path) || GROUPS.contains(&path) => false,
+                        (None, _) => return Err(invalid(path, "is not an option")),
+                    },
                 }
             };
-        }
-        if let Some(h) = group(o, "heartbeat", HEARTBEAT)? {
-            let hb = &mut opts.heartbeat;
-            ms(&h, &HB_INTERVAL, &mut hb.ping_interval_ms)?;
-            ms(&h, &HB_TIMEOUT, &mut hb.pong_timeout_ms)?;
-            ms(&h, &HB_SILENCE, &mut hb.server_silence_ms)?;
-            if let Some(x) = number(&h, &HB_MISSED)? {
-                hb.max_missed = x as u32;
-            }
-        }
-        if let Some(b) = group(o, "backoff", BACKOFF)? {
-            let bo = &mut opts.backoff;
-            ms(&b, &B_INITIAL, &mut bo.initial_ms)?;
-            ms(&b, &B_MAX, &mut bo.max_ms)?;
-            if let Some(x) = number(&b, &B_MULTIPLIER)? {
-                bo.factor = x;
-            }
-            if let Some(x) = number(&b, &B_JITTER)? {
-                bo.jitter = x;
-            }
-        }
-        if let Some(x) = number(o, &MAX_ATTEMPTS)? {
-            opts.backoff.max_attempts = Some(x as u32);
-        }
-        if let Some(p) = group(o, "polling", POLLING)? {
-            if let Some(x) = number(&p, &P_WAIT)? {
-                // 0: the server answers at once (short polling); no `wait=` is sent.
-                opts.polling.wait_ms = if x >= 1.0 { Some(x as u64) } else { None };
-            }
-            ms(&p, &P_INTERVAL, &mut opts.polling.interval_ms)?;
-            if let Some(v) = p.get("pauseWhenHidden") {
-                opts.polling.pause_when_hidden = v
-                    .as_bool()
-                    .ok_or_else(|| invalid("polling.pauseWhenHidden", "must be a boolean"))?;
-            }
-        }
-        if let Some(t) = group(o, "timeouts", TIMEOUTS)? {
-            let to = &mut opts.timeouts;
-            ms(&t, &T_OPEN, &mut to.open_ms)?;
-            ms(&t, &T_RACE, &mut to.race_ms)?;
-            ms(&t, &T_FIRST_FRAME, &mut to.first_frame_ms)?;
-            ms(&t, &T_SSE_BYTES, &mut to.sse_first_bytes_ms)?;
-        }
-        // `false` turns the feature off, `true` keeps the defaults, an object tunes it.
-        if let Some(p) = switch(o, "probe", PROBE, &mut opts.probe.enabled)? {
-            ms(&p, &PR_INITIAL, &mut opts.probe.initial_ms)?;
-            ms(&p, &PR_MAX, &mut opts.probe.max_ms)?;
-        }
-        if let Some(r) = switch(o, "remember", REMEMBER, &mut opts.memory.enabled)? {
-            ms(&r, &R_TTL, &mut opts.memory.ttl_ms)?;
-        }
-        if let Some(x) = number(o, &MAX_FRAME)? {
-            opts.max_frame_bytes = x as usize;
-        }
-        if let Some(x) = number(o, &OUTBOX)? {
-            opts.outbox_capacity = x as usize;
-        }
-        if let Some(i) = group(o, "interop", INTEROP)? {
-            let io = &mut opts.interop;
-            for (key, into) in [
-                ("idField", &mut io.id_field),
-                ("typeField", &mut io.type_field),
-                ("dataField", &mut io.data_field),
-                ("eventsField", &mut io.events_field),
-                ("sinceParam", &mut io.since_param),
-                ("topicParam", &mut io.topic_param),
-                ("tokenParam", &mut io.token_param),
-                ("waitParam", &mut io.wait_param),
-                ("heartbeatParam", &mut io.heartbeat_param),
-                ("pingText", &mut io.ping_text),
-                ("pongType", &mut io.pong_type),
-                ("heartbeatType", &mut io.heartbeat_type),
-            ] {
-                if let Some(v) = i.get(key) {
-                    *into = string(&v, &cat(&["interop.", key]))?;
-                }
+            if !read {
+                // The wrapper says exactly what is expected; this only guards the engine.
+                return Err(invalid(
+                    path,
+                    "has the wrong type or value (see ClientOptions in js/src/types.ts)",
+                ));
             }
         }
         Ok(opts)
     }
 }
 
-/// A value of the JavaScript options object, as [`Options::from_js`] reads it. The
-/// bindings implement it for `JsValue`; the engine's tests for `serde_json::Value`, so the
-/// reading of every JS option name is tested natively.
-pub trait JsOptions: Sized {
-    /// Property `key` of an object; `None` when the value is not an object or the property
-    /// is absent or `undefined`.
-    fn get(&self, key: &str) -> Option<Self>;
-    /// Own property names of a plain object (not an array, not null); `None` otherwise.
-    fn keys(&self) -> Option<Vec<String>>;
-    /// The elements of an array; `None` when not an array.
-    fn items(&self) -> Option<Vec<Self>>;
-    fn as_str(&self) -> Option<String>;
-    fn as_f64(&self) -> Option<f64>;
-    fn as_bool(&self) -> Option<bool>;
-    fn is_null(&self) -> bool;
+/// One value of the JS options object, as [`Options::from_js`] reads it. The bindings
+/// flatten a `JsValue` into these (`src/bindings`), the engine's tests a
+/// `serde_json::Value`, so the reading of every JS option name is tested natively.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JsLeaf {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    /// An array of strings.
+    List(Vec<String>),
+    /// Anything else: an object where a value belongs, a function, an array of non-strings.
+    Other,
 }
 
-/// Every option name `createClient` knows, by group (`js/src/core.ts` has the same lists).
-const TOP_LEVEL: &[&str] = &[
-    "url",
-    "topic",
-    "transports",
+/// The options that are objects of options: their fields are flattened into
+/// `group.field` leaves.
+pub const GROUPS: &[&str] = &[
     "urls",
     "params",
-    "since",
-    "token",
     "heartbeat",
     "backoff",
-    "maxAttempts",
     "polling",
     "timeouts",
     "probe",
     "remember",
-    "eventSource",
-    "maxFrameBytes",
-    "outboxLimit",
     "interop",
 ];
-const URLS: &[&str] = &["websocket", "sse", "polling", "send"];
-const HEARTBEAT: &[&str] = &["intervalMs", "timeoutMs", "maxMissed", "serverSilenceMs"];
-const BACKOFF: &[&str] = &["initialMs", "maxMs", "multiplier", "jitter"];
-const POLLING: &[&str] = &["waitMs", "intervalMs", "pauseWhenHidden"];
-const TIMEOUTS: &[&str] = &["openMs", "raceMs", "firstFrameMs", "sseFirstBytesMs"];
-const PROBE: &[&str] = &["initialMs", "maxMs"];
-const REMEMBER: &[&str] = &["ttlMs"];
-const INTEROP: &[&str] = &[
-    "idField",
-    "typeField",
-    "dataField",
-    "eventsField",
-    "sinceParam",
-    "topicParam",
-    "tokenParam",
-    "waitParam",
-    "heartbeatParam",
-    "pingText",
-    "pongType",
-    "heartbeatType",
+
+type SetNum = fn(&mut Options, f64);
+
+/// Every numeric JS option and where it goes.
+const NUMERIC: &[(Num, SetNum)] = &[
+    (HB_INTERVAL, |o, x| o.heartbeat.ping_interval_ms = x as u64),
+    (HB_TIMEOUT, |o, x| o.heartbeat.pong_timeout_ms = x as u64),
+    (HB_MISSED, |o, x| o.heartbeat.max_missed = x as u32),
+    (HB_SILENCE, |o, x| o.heartbeat.server_silence_ms = x as u64),
+    (B_INITIAL, |o, x| o.backoff.initial_ms = x as u64),
+    (B_MAX, |o, x| o.backoff.max_ms = x as u64),
+    (B_MULTIPLIER, |o, x| o.backoff.factor = x),
+    (B_JITTER, |o, x| o.backoff.jitter = x),
+    (MAX_ATTEMPTS, |o, x| o.backoff.max_attempts = Some(x as u32)),
+    // 0: the server answers at once (short polling); no `wait=` is sent.
+    (P_WAIT, |o, x| {
+        o.polling.wait_ms = if x >= 1.0 { Some(x as u64) } else { None }
+    }),
+    (P_INTERVAL, |o, x| o.polling.interval_ms = x as u64),
+    (T_OPEN, |o, x| o.timeouts.open_ms = x as u64),
+    (T_RACE, |o, x| o.timeouts.race_ms = x as u64),
+    (T_FIRST_FRAME, |o, x| o.timeouts.first_frame_ms = x as u64),
+    (T_SSE_BYTES, |o, x| o.timeouts.sse_first_bytes_ms = x as u64),
+    (PR_INITIAL, |o, x| o.probe.initial_ms = x as u64),
+    (PR_MAX, |o, x| o.probe.max_ms = x as u64),
+    (R_TTL, |o, x| o.memory.ttl_ms = x as u64),
+    (MAX_FRAME, |o, x| o.max_frame_bytes = x as usize),
+    (OUTBOX, |o, x| o.outbox_capacity = x as usize),
 ];
-const TRANSPORTS_ARE: &str = "must be a non-empty array of 'websocket', 'sse', 'polling'";
 
-fn invalid_js(option: &str, why: &str) -> HoldfastError {
-    HoldfastError::new(ErrorCode::InvalidOption, cat(&[option, " ", why]))
-}
+type StringField = fn(&mut Options) -> &mut String;
 
-fn known(keys: &[String], prefix: &str, allowed: &[&str]) -> Result<(), HoldfastError> {
-    for k in keys {
-        if !allowed.contains(&k.as_str()) {
-            return Err(invalid(
-                &cat(&[prefix, k]),
-                &cat(&["is not an option (known: ", &join(allowed, ", "), ")"]),
-            ));
-        }
-    }
-    Ok(())
-}
+/// Every string JS option that is always present in the engine, and where it goes.
+const STRINGS: &[(&str, StringField)] = &[
+    ("url", |o| &mut o.url),
+    ("interop.idField", |o| &mut o.interop.id_field),
+    ("interop.typeField", |o| &mut o.interop.type_field),
+    ("interop.dataField", |o| &mut o.interop.data_field),
+    ("interop.eventsField", |o| &mut o.interop.events_field),
+    ("interop.sinceParam", |o| &mut o.interop.since_param),
+    ("interop.topicParam", |o| &mut o.interop.topic_param),
+    ("interop.tokenParam", |o| &mut o.interop.token_param),
+    ("interop.waitParam", |o| &mut o.interop.wait_param),
+    ("interop.heartbeatParam", |o| &mut o.interop.heartbeat_param),
+    ("interop.pingText", |o| &mut o.interop.ping_text),
+    ("interop.pongType", |o| &mut o.interop.pong_type),
+    ("interop.heartbeatType", |o| &mut o.interop.heartbeat_type),
+    ("urls.websocket", |o| {
+        o.websocket_url.get_or_insert_with(String::new)
+    }),
+    ("urls.sse", |o| o.sse_url.get_or_insert_with(String::new)),
+    ("urls.polling", |o| {
+        o.poll_url.get_or_insert_with(String::new)
+    }),
+    ("urls.send", |o| o.send_url.get_or_insert_with(String::new)),
+];
 
-/// The object under `name`, after checking it has only the `allowed` names.
-fn group<V: JsOptions>(o: &V, name: &str, allowed: &[&str]) -> Result<Option<V>, HoldfastError> {
-    let Some(v) = o.get(name) else {
-        return Ok(None);
-    };
-    let keys = v.keys().ok_or_else(|| invalid(name, "must be an object"))?;
-    known(&keys, &cat(&[name, "."]), allowed)?;
-    Ok(Some(v))
-}
-
-/// A feature that is on by default: `false` turns it off, `true` keeps it, an object
-/// tunes it (and keeps it on).
-fn switch<V: JsOptions>(
-    o: &V,
-    name: &str,
-    allowed: &[&str],
-    enabled: &mut bool,
-) -> Result<Option<V>, HoldfastError> {
-    match o.get(name) {
-        Some(v) if v.as_bool().is_some() => {
-            *enabled = v.as_bool() == Some(true);
-            Ok(None)
-        }
-        Some(v) if v.keys().is_none() => Err(invalid(
-            name,
-            &cat(&[
-                "must be true, false or an object of { ",
-                &join(allowed, ", "),
-                " }",
-            ]),
-        )),
-        _ => group(o, name, allowed),
-    }
-}
-
-fn string<V: JsOptions>(v: &V, name: &str) -> Result<String, HoldfastError> {
-    v.as_str().ok_or_else(|| invalid(name, "must be a string"))
-}
-
-fn number<V: JsOptions>(o: &V, num: &Num) -> Result<Option<f64>, HoldfastError> {
-    let key = num.name.rsplit('.').next().unwrap_or(num.name);
-    match o.get(key) {
-        None => Ok(None),
-        Some(v) => match v.as_f64() {
-            Some(x) => num.read(x).map(Some),
-            None => Err(invalid(num.name, &num.allowed())),
-        },
-    }
-}
-
-fn ms<V: JsOptions>(o: &V, num: &Num, into: &mut u64) -> Result<(), HoldfastError> {
-    if let Some(x) = number(o, num)? {
-        *into = x as u64;
-    }
-    Ok(())
-}
+/// The other option names [`Options::from_js`] reads (in its `match`).
+const OTHER_NAMES: &[&str] = &[
+    "topic",
+    "transports",
+    "since",
+    "token",
+    "probe",
+    "remember",
+    "polling.pauseWhenHidden",
+];
 
 #[cfg(test)]
 mod tests {
@@ -892,33 +791,37 @@ mod tests {
     use crate::engine::harness::H;
     use serde_json::Value;
 
-    impl JsOptions for Value {
-        fn get(&self, key: &str) -> Option<Value> {
-            self.as_object()?.get(key).cloned()
+    /// The leaves of a JSON options object, flattened as the bindings flatten a `JsValue`.
+    fn flatten(js: &Value) -> Vec<(String, JsLeaf)> {
+        let leaf = |v: &Value| match v {
+            Value::Null => JsLeaf::Null,
+            Value::Bool(b) => JsLeaf::Bool(*b),
+            Value::Number(n) => JsLeaf::Num(n.as_f64().unwrap()),
+            Value::String(s) => JsLeaf::Str(s.clone()),
+            Value::Array(a) => a
+                .iter()
+                .map(|x| x.as_str().map(String::from))
+                .collect::<Option<Vec<_>>>()
+                .map_or(JsLeaf::Other, JsLeaf::List),
+            Value::Object(_) => JsLeaf::Other,
+        };
+        let mut out = Vec::new();
+        for (k, v) in js.as_object().expect("options are an object") {
+            match v.as_object() {
+                Some(group) if GROUPS.contains(&k.as_str()) => {
+                    for (field, x) in group {
+                        out.push((format!("{k}.{field}"), leaf(x)));
+                    }
+                }
+                _ => out.push((k.clone(), leaf(v))),
+            }
         }
-        fn keys(&self) -> Option<Vec<String>> {
-            Some(self.as_object()?.keys().cloned().collect())
-        }
-        fn items(&self) -> Option<Vec<Value>> {
-            self.as_array().cloned()
-        }
-        fn as_str(&self) -> Option<String> {
-            Value::as_str(self).map(String::from)
-        }
-        fn as_f64(&self) -> Option<f64> {
-            Value::as_f64(self)
-        }
-        fn as_bool(&self) -> Option<bool> {
-            Value::as_bool(self)
-        }
-        fn is_null(&self) -> bool {
-            Value::is_null(self)
-        }
+        out
     }
 
     /// What `createClient` would hand the engine for these JS options, read and checked.
     fn engine_for(js: &Value) -> Result<Options, HoldfastError> {
-        let o = Options::from_js(js)?;
+        let o = Options::from_js(&flatten(js))?;
         o.validate()?;
         Ok(o)
     }
@@ -934,7 +837,7 @@ mod tests {
         assert_eq!(o.backoff.max_ms, 30_000);
         assert_eq!(o.max_frame_bytes, 1 << 20);
         assert_eq!(
-            Options::from_js(&serde_json::json!({ "url": "/realtime" })),
+            Options::from_js(&flatten(&serde_json::json!({ "url": "/realtime" }))),
             Ok(o)
         );
     }
@@ -1102,18 +1005,18 @@ mod tests {
             ),
             (json!({ "url": "/r", "probe": "no" }), "options.probe"),
         ] {
-            let e = Options::from_js(&js).expect_err(name);
+            let e = Options::from_js(&flatten(&js)).expect_err(name);
             assert_eq!(e.code, ErrorCode::InvalidOption);
             assert!(e.message.starts_with(name), "{name}: {}", e.message);
         }
-        let o = Options::from_js(&json!({
+        let o = Options::from_js(&flatten(&json!({
             "url": "/r",
             "topic": "t",
             "probe": false,
             "remember": { "ttlMs": 5000 },
             "polling": { "waitMs": 0 },
             "interop": { "pingText": "ping", "topicParam": "deploymentId" },
-        }))
+        })))
         .unwrap();
         assert_eq!(o.topic.as_deref(), Some("t"));
         assert!(!o.probe.enabled);
