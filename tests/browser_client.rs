@@ -29,8 +29,7 @@ struct Client {
 fn options(topic: &str, transports: &[&str]) -> Object {
     let o = Object::new();
     set(&o, "url", &format!("{}/realtime", server()).into());
-    let params = Array::of1(&Array::of2(&"topic".into(), &topic.into()));
-    set(&o, "params", &params);
+    set(&o, "topic", &topic.into());
     if !transports.is_empty() {
         set(
             &o,
@@ -230,13 +229,21 @@ async fn close_before_opening_leaves_nothing_behind() {
 #[wasm_bindgen_test]
 fn invalid_options_are_a_typed_error_naming_the_option() {
     let o = options("t", &[]);
-    let hb = Object::new();
-    set(&hb, "timeoutMs", &60_000.into());
-    set(&o, "heartbeat", &hb);
+    let polling = Object::new();
+    set(&polling, "intervalMs", &0.into());
+    set(&o, "polling", &polling);
     let err: Array = create(&o).err().expect("rejected").unchecked_into();
     assert_eq!(err.get(0).as_string().as_deref(), Some("invalid_option"));
     let msg = err.get(1).as_string().unwrap();
-    assert!(msg.contains("heartbeat"), "{}", msg);
+    assert!(msg.starts_with("options.polling.intervalMs "), "{}", msg);
+
+    // Any positive heartbeat pair is valid, the timeout longer than the interval included.
+    let o = options("t", &[]);
+    let hb = Object::new();
+    set(&hb, "intervalMs", &1_000.into());
+    set(&hb, "timeoutMs", &1_500.into());
+    set(&o, "heartbeat", &hb);
+    assert!(create(&o).is_ok());
 
     let o = options("t", &[]);
     set(&o, "url", &"ftp://example.com/realtime".into());
@@ -247,6 +254,31 @@ fn invalid_options_are_a_typed_error_naming_the_option() {
         "{:?}",
         err.get(1)
     );
+}
+
+#[wasm_bindgen_test]
+fn topic_and_interop_names_from_js_shape_the_urls() {
+    let o = options("deploy-123", &["polling"]);
+    set(&o, "since", &"41".into());
+    let interop = Object::new();
+    set(&interop, "topicParam", &"deploymentId".into());
+    set(&interop, "sinceParam", &"cursor".into());
+    set(&o, "interop", &interop);
+    let params = Object::new();
+    set(&params, "tenant", &"acme".into());
+    set(&o, "params", &params);
+    let c = create(&o).unwrap();
+    c.wasm.start();
+    let attempts: Array = Array::from(&c.wasm.diagnostics()).get(0).unchecked_into();
+    let url = Reflect::get(&attempts.get(0), &"url".into())
+        .unwrap()
+        .as_string()
+        .unwrap();
+    assert!(
+        url.ends_with("/realtime/poll?deploymentId=deploy-123&tenant=acme&cursor=41&wait=0"),
+        "{url}"
+    );
+    c.wasm.close();
 }
 
 #[wasm_bindgen_test]

@@ -24,12 +24,7 @@ wasm_bindgen_test_configure!(run_in_browser);
 fn client(topic: &str, seen: Rc<RefCell<u32>>) -> (WasmClient, Closure<dyn FnMut(Array)>) {
     let o = Object::new();
     Reflect::set(&o, &"url".into(), &format!("{}/realtime", server()).into()).unwrap();
-    Reflect::set(
-        &o,
-        &"params".into(),
-        &Array::of1(&Array::of2(&"topic".into(), &topic.into())),
-    )
-    .unwrap();
+    Reflect::set(&o, &"topic".into(), &topic.into()).unwrap();
     Reflect::set(&o, &"remember".into(), &false.into()).unwrap();
     let emit = Closure::<dyn FnMut(Array)>::new(move |batch: Array| {
         for ev in batch.iter() {
