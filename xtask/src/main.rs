@@ -102,6 +102,12 @@ fn build_package(ctx: &Ctx) -> Result<package::PackageReport, String> {
 }
 
 /// `cargo xtask demo [--port N]`.
+///
+/// The page and its realtime traffic reach the reference server through the fault proxy
+/// (tools/fault-proxy): the browser talks to the proxy on port N, the proxy to the server on a
+/// free port. The page's "network" panel switches the proxy's faults through its control API
+/// (`/__fault/config` on the same origin), so a visitor can break the WebSocket, buffer SSE,
+/// cut idle connections or take the network down and watch the client recover.
 fn demo(ctx: &Ctx, args: &[String]) -> Result<(), String> {
     let port = match args.iter().position(|a| a == "--port") {
         Some(i) => args
@@ -112,27 +118,57 @@ fn demo(ctx: &Ctx, args: &[String]) -> Result<(), String> {
     };
     let report = build_package(ctx)?;
     let site = assemble_demo_site(ctx, &report.package_dir)?;
-    let server = procs::build_server(ctx, true)?;
+    let server_bin = procs::build_server(ctx, true)?;
+    let proxy_bin = procs::build_fault_proxy(ctx)?;
     println!("starting the reference server with the demo deployment generator…");
-    let mut child = std::process::Command::new(&server)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--demo",
-            "--static",
-        ])
-        .arg(&site)
-        .spawn()
-        .map_err(|e| format!("could not start {}: {e}", server.display()))?;
-    // The server prints its own "listening on" line; give the page URL on top of it.
-    println!("\n  Holdfast demo: http://127.0.0.1:{port}/   (Ctrl-C to stop)\n");
-    let status = child.wait().map_err(|e| e.to_string())?;
+    let site_arg = site.to_string_lossy().into_owned();
+    let server = procs::RunningServer::start(&server_bin, &["--demo", "--static", &site_arg])?;
+    let upstream = server.url.trim_start_matches("http://").to_string();
+    let (mut proxy, url) = start_demo_proxy(&proxy_bin, port, &upstream)?;
+    // Printed only now that the port is bound: the page can be opened at once.
+    println!("\n  Holdfast demo: {url}/   (Ctrl-C to stop)\n");
+    let status = proxy.wait().map_err(|e| e.to_string())?;
+    drop(server);
     if status.success() {
         Ok(())
     } else {
-        Err(format!("the server exited with {status}"))
+        Err(format!("the fault proxy exited with {status}"))
+    }
+}
+
+/// Starts the fault proxy on `127.0.0.1:port` in front of `upstream` and waits until it has
+/// bound the port (its `fault-proxy listening on http://…` line).
+fn start_demo_proxy(
+    bin: &Path,
+    port: u16,
+    upstream: &str,
+) -> Result<(std::process::Child, String), String> {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--upstream",
+            upstream,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not start {}: {e}", bin.display()))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut reader = BufReader::new(stdout);
+    let mut first = String::new();
+    let _ = reader.read_line(&mut first);
+    // Keep the pipe open and drained for as long as the proxy runs.
+    std::thread::spawn(move || for _ in reader.lines() {});
+    match first.trim().strip_prefix("fault-proxy listening on ") {
+        Some(url) => Ok((child, url.to_string())),
+        None => {
+            let status = child.wait().map_err(|e| e.to_string())?;
+            Err(format!(
+                "the demo could not listen on 127.0.0.1:{port} (the proxy exited with {status}); \
+                 is another program using it? Choose another port with --port N"
+            ))
+        }
     }
 }
 
