@@ -895,7 +895,7 @@ mod tests {
         // interval 1 s, timeout 1.5 s, 3 misses: a ping after 1 s of silence, the next
         // one when its deadline passes (not one per interval while it is unanswered),
         // and the connection is given up after interval + 3 × timeout.
-        let mut o = Options::default();
+        let mut o = Options::new("/realtime");
         o.transports = vec![Transport::WebSocket];
         o.heartbeat.ping_interval_ms = 1_000;
         o.heartbeat.pong_timeout_ms = 1_500;
