@@ -54,6 +54,12 @@ impl Delivery {
         self.cursor.as_deref()
     }
 
+    /// Whether an opaque id is among the recent ones delivered (ordered ids: compare with
+    /// [`Delivery::baseline`] instead).
+    pub fn has_seen(&self, id: &str) -> bool {
+        self.seen.contains(id)
+    }
+
     /// The ordering key at or below which events are repeats.
     pub fn baseline(&self) -> Option<(u64, u64)> {
         self.baseline

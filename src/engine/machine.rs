@@ -385,7 +385,7 @@ impl<D: Clone> Engine<D> {
                 cat(&[
                     "the outbox already holds ",
                     &u64_to_string(self.outbox.len() as u64),
-                    " unacknowledged messages (option outboxCapacity): wait for acknowledgements or raise the limit",
+                    " unacknowledged messages (option outboxLimit): wait for acknowledgements or raise the limit",
                 ]),
             ));
         }
@@ -808,6 +808,11 @@ impl<D: Clone> Engine<D> {
                     if o.zip(self.delivery.baseline()).is_some_and(|(o, b)| o <= b) {
                         return;
                     }
+                }
+                // Opaque ids cannot be ordered: a reset whose oldest kept event the app
+                // already has lost nothing (a probe's stale reset, replayed at its takeover).
+                if oldest.as_deref().is_some_and(|o| self.delivery.has_seen(o)) {
+                    return;
                 }
                 let cursor = self.delivery.cursor().map(String::from);
                 if self
@@ -2160,7 +2165,7 @@ impl<D: Clone> Engine<D> {
                 let m = cat(&[
                     "gave up after ",
                     &u64_to_string(self.attempt as u64),
-                    " failed attempts (option backoff.maxAttempts); last error: ",
+                    " failed attempts (option maxAttempts); last error: ",
                     &err.message,
                 ]);
                 self.close_client(Some(HoldfastError::new(ErrorCode::GaveUp, m)), now);

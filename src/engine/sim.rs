@@ -36,20 +36,6 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use super::util::Rng;
 use super::*;
 
-/// Known engine bug, waived while true (issue 19): a probe subscribes with the cursor of
-/// its start; if the session delivers past the history the server has trimmed before the
-/// probe takes over, the probe's reset is old news, but with opaque ids the engine cannot
-/// order the reset's `oldest` against its cursor and reports a gap (`server_reset`, "some
-/// were lost") although nothing was. With the engine of the liveness rewrite (fd96cb1),
-/// seeds 1951, 2804, 3028, 4978, 6068, 7561 and 9147 of the default run show it. Seed 1951:
-/// at 226020 ms a poll (conn 10) and an SSE probe (conn 11) both open with the same cursor
-/// (position 132); the poll answers first with a reset (oldest 134) and events 134..148: a
-/// true gap, then all delivered; the SSE probe takes over on its first bytes and its own
-/// reset (oldest 134) becomes a second gap, with nothing missing. (A WebSocket probe's
-/// buffered reset replayed at its pong does the same.) While true, such a gap is counted
-/// for opaque ids only and excuses no skipped event; set it to false to see them fail.
-const WAIVE_SPURIOUS_GAP_WITH_OPAQUE_IDS: bool = true;
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum IdStyle {
     Int,
@@ -146,8 +132,6 @@ struct Sim {
     /// ahead only up to it: what it skips, the model no longer held.
     gap_pending: Option<usize>,
     gaps: usize,
-    /// Gaps reporting a loss that did not happen (see `WAIVE_SPURIOUS_GAP_WITH_OPAQUE_IDS`).
-    spurious_gaps: usize,
     last_source: Option<ConnId>,
     engine_closed: BTreeSet<ConnId>,
     peer_closed: BTreeSet<ConnId>,
@@ -259,7 +243,6 @@ impl Sim {
             resets: BTreeMap::new(),
             gap_pending: None,
             gaps: 0,
-            spurious_gaps: 0,
             last_source: None,
             engine_closed: BTreeSet::new(),
             peer_closed: BTreeSet::new(),
@@ -858,11 +841,6 @@ impl Sim {
                 }
                 let next = self.delivered.last().map_or(0, |q| q + 1);
                 if o <= next {
-                    if WAIVE_SPURIOUS_GAP_WITH_OPAQUE_IDS && self.style == IdStyle::Opaque {
-                        // Counted, and it excuses nothing: the next event must still be `next`.
-                        self.spurious_gaps += 1;
-                        return;
-                    }
                     self.fail(&format!(
                         "a gap although nothing was lost: next due {next}, the reset kept everything from {o}"
                     ));
@@ -1222,7 +1200,6 @@ impl Sim {
             steps: self.steps,
             delivered: self.delivered.len(),
             gaps: self.gaps,
-            spurious_gaps: self.spurious_gaps,
             extended: self.extended as usize,
         }
     }
@@ -1271,7 +1248,6 @@ struct Outcome {
     steps: u64,
     delivered: usize,
     gaps: usize,
-    spurious_gaps: usize,
     extended: usize,
 }
 
@@ -1280,7 +1256,6 @@ impl Outcome {
         self.steps += o.steps;
         self.delivered += o.delivered;
         self.gaps += o.gaps;
-        self.spurious_gaps += o.spurious_gaps;
         self.extended += o.extended;
     }
 }
@@ -1411,8 +1386,8 @@ fn simulation_of_random_fault_schedules_keeps_every_invariant() {
         tot.add(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
     }
     println!(
-        "simulation: {n} schedules, {} engine steps, {} events delivered, {} gaps; waived: {} gaps that lost nothing (opaque ids, known engine bug), {} schedules with a rung broken forever ran up to two minutes past their end to be connected and caught up",
-        tot.steps, tot.delivered, tot.gaps, tot.spurious_gaps, tot.extended
+        "simulation: {n} schedules, {} engine steps, {} events delivered, {} gaps; {} schedules with a rung broken forever ran up to two minutes past their end to be connected and caught up",
+        tot.steps, tot.delivered, tot.gaps, tot.extended
     );
     assert!(
         tot.delivered > n as usize * 10,

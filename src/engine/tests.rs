@@ -788,6 +788,56 @@ fn a_websocket_that_opens_and_is_cut_at_once_before_any_data_steps_down() {
 }
 
 #[test]
+fn a_probes_stale_reset_naming_an_opaque_event_the_app_already_has_is_no_gap() {
+    let mut o = opts();
+    o.transports = vec![Transport::Sse, Transport::Polling];
+    let mut h = H::started(o);
+    let (sse, _, _) = h.last_conn();
+    h.closed(sse, None); // SSE fails: polling
+    let p = h.connect_last();
+    h.events_on(p, &["e-a"]);
+    h.closed(p, None);
+    // The server trims; the poll session reports the one real gap and delivers on.
+    let (p2, _, _) = h.last_conn();
+    h.opened(p2);
+    h.items(
+        p2,
+        vec![
+            Item::Reset {
+                reason: "history_trimmed".into(),
+                oldest: Some("e-c".into()),
+            },
+            H::ev("e-c"),
+            H::ev("e-d"),
+        ],
+    );
+    assert_eq!(h.gaps(), 1);
+    // A probe that subscribed with the older cursor gets the same reset when it takes over.
+    let mut probe = None;
+    for _ in 0..100 {
+        h.advance(1_000);
+        if let Some((c, _, _)) = h.open.iter().find(|c| c.1 == Transport::Sse) {
+            probe = Some(*c);
+            break;
+        }
+    }
+    let probe = probe.expect("a probe of SSE");
+    h.opened(probe);
+    h.input(Input::Activity {
+        conn: probe,
+        bytes: 4,
+    });
+    h.items(
+        probe,
+        vec![Item::Reset {
+            reason: "history_trimmed".into(),
+            oldest: Some("e-c".into()),
+        }],
+    );
+    assert_eq!(h.gaps(), 1, "e-c was delivered: nothing was lost");
+}
+
+#[test]
 fn http_410_on_a_poll_is_a_reset_then_polls_start_over_without_a_cursor() {
     let mut o = opts();
     o.transports = vec![Transport::Polling];
@@ -1509,7 +1559,7 @@ fn a_full_outbox_refuses_with_a_clear_error() {
     h.e.send(json!(2), h.now).unwrap();
     let e = h.e.send(json!(3), h.now).unwrap_err();
     assert_eq!(e.code, ErrorCode::OutboxFull);
-    assert!(e.message.contains("outboxCapacity"));
+    assert!(e.message.contains("outboxLimit"));
 }
 
 #[test]
