@@ -427,10 +427,19 @@ for (const [n, rung, options] of IDLE_CASES) {
 
 // ----- blocked paths still found: a black-holed upgrade, a partly buffered SSE stream --------
 
+const POLL_LATENCY_MS = 300;
+
 test('existing backends 11: an upgrade answered 101 and then black-holed is found, the client ends on SSE with every event', { timeout: 120_000 }, () =>
   scenario('eb11 (black-holed upgrade)', async (ctx) => {
     const backend = await seed(ctx);
-    const proxy = await startProxy(backend.url, { rules: [{ paths: ['/ws/logs'], silenceAfterUpgrade: true }] });
+    const proxy = await startProxy(backend.url, {
+      rules: [
+        { paths: ['/ws/logs'], silenceAfterUpgrade: true },
+        // Polls take a slower route than the stream (300 ms each way): whatever the client
+        // learns from a poll is older or newer than what the stream saw, never the same instant.
+        { paths: ['/poll/logs'], latencyMs: POLL_LATENCY_MS },
+      ],
+    });
     ctx.cleanups.push(() => proxy.stop());
     const publisher = publisherFor(ctx, [backend.url]);
     const rec = await openClient(ctx, `${proxy.url}/r.html`, {});
@@ -454,6 +463,7 @@ test('existing backends 12: SSE arriving in 4 KiB bursts (upgrade refused) is fo
       rules: [
         { paths: ['/ws/logs'], refuseUpgrade: 404 },
         { paths: ['/sse/logs'], bufferBytes: 4096, bufferHeaders: false },
+        { paths: ['/poll/logs'], latencyMs: POLL_LATENCY_MS }, // as in eb11
       ],
     });
     ctx.cleanups.push(() => proxy.stop());
