@@ -1,7 +1,7 @@
 //! Holdfast: a browser realtime client that keeps server events flowing through whatever
 //! sits between the page and the server.
 //!
-//! Layers (see `DESIGN.md` §1 and the README):
+//! Layers (the README's Layout section draws the same picture):
 //! - [`engine`]: the pure transport state machine. No I/O, no clock, no randomness of its
 //!   own; it compiles natively and is tested with virtual time.
 //! - `web` (wasm32 only): turns browser callbacks into engine inputs and executes the

@@ -82,7 +82,8 @@ export async function publish(serverUrl, topic, events) {
   return res.json();
 }
 
-/// Headless Chromium with the flags this closed network needs (TOOLCHAIN.md).
+/// Headless Chromium with the flags a machine without internet access needs: without the
+/// background-networking ones Chromium keeps trying to reach its update and sync hosts.
 export async function launchBrowser() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
