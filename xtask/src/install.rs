@@ -228,8 +228,19 @@ pub fn ensure_seed_backend(ctx: &Ctx) -> Result<PathBuf, String> {
         return Ok(python);
     }
     if !python.exists() {
+        // The python3 on PATH first; Debian's own if that one cannot make a venv (no
+        // ensurepip). A half-made venv is removed before the next try.
         step(&format!("python3 -m venv {}", venv.display()));
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        let made = ["python3", "/usr/bin/python3"].iter().any(|py| {
+            let _ = std::fs::remove_dir_all(&venv);
+            run(Command::new(py).arg("-m").arg("venv").arg(&venv)).is_ok()
+        });
+        if !made {
+            return Err(format!(
+                "python3 -m venv {} failed; on Debian: apt-get install -y python3-venv",
+                venv.display()
+            ));
+        }
     }
     step(&format!(
         "pip install -r {} (the FastAPI test backend)",
