@@ -278,8 +278,8 @@ async function printDiagnostics(label, page) {
   console.log(`# diagnostics ${label}: ${JSON.stringify(short)}`);
 }
 
-/// Runs one scenario: `body(ctx)` returns its printed result line; anything that fails on
-/// the way prints a result line saying so, and the client's diagnostics.
+/// Runs one scenario: `body(ctx)` prints its result line through `ctx.report`; anything
+/// that fails on the way prints a result line saying so, and the client's diagnostics.
 async function scenario(label, body) {
   const ctx = { rec: null, cleanups: [] };
   let printed = false;
