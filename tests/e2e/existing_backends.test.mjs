@@ -22,6 +22,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { WebSocket } from 'ws';
 import { launchBrowser, makeSite } from './harness.mjs';
 import {
   RECORDER_PAGE,
@@ -56,6 +57,10 @@ const SEED_OPTIONS = {
   remember: false,
   probe: false,
 };
+
+const TOKEN_SECRET = 'seed-token-secret-0123456789';
+const TOKEN_LIFE_S = 3;
+const RENEWALS = 3;
 
 let site, browser;
 
@@ -336,6 +341,87 @@ async function settleOn(page, transport, timeoutMs) {
 /// The first event owed to a client seen open now (faults.mjs `owedFrom`).
 const owedFrom = (publisher) => publisher.next() + 1;
 
+// ----- the backend itself ------------------------------------------------------------------
+
+/// Reads one message from a `ws` WebSocket (bounded).
+function nextMessage(ws, what) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${what} within 10 s`)), 10_000);
+    ws.once('message', (data) => {
+      clearTimeout(timer);
+      resolve(String(data));
+    });
+  });
+}
+
+/// Reads SSE body chunks until `predicate(text so far)` holds (bounded).
+async function readUntil(reader, predicate, what) {
+  let text = '';
+  const decoder = new TextDecoder();
+  const deadline = Date.now() + 10_000;
+  while (!predicate(text)) {
+    const left = deadline - Date.now();
+    if (left <= 0) throw new Error(`no ${what} within 10 s; got ${JSON.stringify(text)}`);
+    const r = await Promise.race([reader.read(), new Promise((res) => setTimeout(res, left, null).unref())]);
+    if (!r || r.done) throw new Error(`the stream ended before ${what}; got ${JSON.stringify(text)}`);
+    text += decoder.decode(r.value, { stream: true });
+  }
+  return text;
+}
+
+test('existing backends 0: the test backend speaks as described (nothing on connect, only the text ping answered, heartbeat and keepalive after silence, replay from since, 410, 401 and 4401)', { timeout: 60_000 }, async () => {
+  const cleanups = [];
+  try {
+    const backend = await startSeed({ SEED_HEARTBEAT_SECS: '1.5', SEED_HISTORY_MAX: '5' });
+    cleanups.push(() => backend.stop());
+    const wsUrl = backend.url.replace('http:', 'ws:');
+    // WebSocket: the first thing it says is the answer to the text ping, so it sent nothing
+    // on connect and ignored the JSON ping sent before; then, left alone, a heartbeat.
+    const ws = new WebSocket(`${wsUrl}/ws/logs`);
+    cleanups.push(() => ws.terminate());
+    await new Promise((resolve, reject) => (ws.once('open', resolve), ws.once('error', reject)));
+    ws.send('{"type":"ping"}');
+    ws.send('ping');
+    assert.equal(await nextMessage(ws, 'pong'), '{"type": "pong"}');
+    assert.equal(await nextMessage(ws, 'heartbeat'), '{"type": "heartbeat"}');
+    const [id1] = await publishOnce(backend.url, [{ type: 'tick', data: { seq: 1 } }]);
+    assert.deepEqual(JSON.parse(await nextMessage(ws, 'event')), { id: id1, type: 'tick', data: { seq: 1 } });
+    // SSE: headers, no byte until an event (no `: ok`), `id:` + `data:`, then a keepalive.
+    const res = await fetch(`${backend.url}/sse/logs`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type'), /^text\/event-stream/);
+    const reader = res.body.getReader();
+    cleanups.push(() => reader.cancel());
+    const [id2] = await publishOnce(backend.url, [{ type: 'tick', data: { seq: 2 } }]);
+    const first = await readUntil(reader, (t) => t.includes('\n\n'), 'the first SSE event');
+    assert.equal(first, `id: ${id2}\ndata: ${JSON.stringify({ id: id2, type: 'tick', data: { seq: 2 } }).replaceAll(',', ', ').replaceAll(':', ': ')}\n\n`);
+    assert.equal(await readUntil(reader, (t) => t.includes('\n\n'), 'a keepalive'), ': keepalive\n\n');
+    // Polling: a bare array after `since`; resume by `since` on WebSocket; 410 below what is kept.
+    await publishOnce(backend.url, [3, 4, 5, 6].map((seq) => ({ type: 'tick', data: { seq } })));
+    const polled = await (await fetch(`${backend.url}/poll/logs?since=${id2}`)).json();
+    assert.deepEqual(polled.map((e) => e.data.seq), [3, 4, 5, 6]);
+    const replay = new WebSocket(`${wsUrl}/ws/logs?since=${polled[1].id}`);
+    cleanups.push(() => replay.terminate());
+    assert.equal(JSON.parse(await nextMessage(replay, 'a replayed event')).data.seq, 5);
+    assert.equal((await fetch(`${backend.url}/poll/logs?since=0`)).status, 410);
+    assert.equal((await fetch(`${backend.url}/poll/logs`)).status, 200);
+    // Tokens: 401 without one on SSE and polling, close 4401 on WebSocket.
+    const guarded = await startSeed({ SEED_TOKEN_SECRET: TOKEN_SECRET });
+    cleanups.push(() => guarded.stop());
+    assert.equal((await fetch(`${guarded.url}/poll/logs`)).status, 401);
+    assert.equal((await fetch(`${guarded.url}/sse/logs`)).status, 401);
+    const good = mintToken(TOKEN_SECRET, { exp: Date.now() / 1000 + 60 });
+    assert.equal((await fetch(`${guarded.url}/poll/logs`, { headers: { authorization: `Bearer ${good}` } })).status, 200);
+    const refused = new WebSocket(`${guarded.url.replace('http:', 'ws:')}/ws/logs?token=expired.or.bad`);
+    cleanups.push(() => refused.terminate());
+    const code = await new Promise((resolve) => refused.once('close', resolve));
+    assert.equal(code, 4401);
+    console.log('# scenario eb0 (the test backend): nothing on connect, JSON ping ignored, text ping answered, heartbeat, keepalive, since replay, 410, 401, 4401: as described');
+  } finally {
+    for (const c of cleanups.reverse()) await Promise.resolve().then(c).catch(() => {});
+  }
+});
+
 // ----- each rung alone ----------------------------------------------------------------------
 
 for (const [n, rung] of [[1, 'websocket'], [2, 'sse'], [3, 'polling']]) {
@@ -546,9 +632,6 @@ test('existing backends 14: 410 Gone on a poll (cursor older than the kept histo
 
 // ----- token expiry on every rung -----------------------------------------------------------
 
-const TOKEN_SECRET = 'seed-token-secret-0123456789';
-const TOKEN_LIFE_S = 3;
-const RENEWALS = 3;
 
 for (const [n, rung] of [[15, 'websocket'], [16, 'sse'], [17, 'polling']]) {
   test(`existing backends ${n}: tokens that expire every ${TOKEN_LIFE_S} s on ${rung}: the client refreshes and goes on, no unauthorized reaches the app`, { timeout: 90_000 }, () =>
