@@ -514,7 +514,7 @@ export function createClientWith(load: Loader, options: ClientOptions): Holdfast
     snapshot: () => snap,
     send(data) {
       return new Promise<void>((resolve, reject) => {
-        if (closed) reject(new HoldfastError('closed', 'client.send() after client.close(): create a new client'));
+        if (closed) reject(new HoldfastError('already_closed', 'client.send() after client.close(): create a new client to send'));
         else if (inner && running) sendNow(data, resolve, reject);
         else queued.push([data, resolve, reject]);
       });

@@ -2,7 +2,7 @@
 // and why, with what to change. The per-rung verdicts come from the engine's typed errors,
 // whose messages already say what to do; this only runs the rungs and lays out the report.
 
-import type { ClientOptions, HoldfastClient, HoldfastError, TransportName } from './types.js';
+import type { ClientOptions, ErrorCode, HoldfastClient, HoldfastError, TransportName } from './types.js';
 
 export interface DiagnoseResult {
   readonly transport: TransportName;
@@ -10,7 +10,7 @@ export interface DiagnoseResult {
   /** Time until events flowed (ms), when ok. */
   readonly ms: number | null;
   /** Error code when not ok (`timeout` when nothing happened in time). */
-  readonly code: string | null;
+  readonly code: ErrorCode | 'timeout' | null;
   readonly message: string | null;
 }
 
@@ -27,7 +27,7 @@ export function makeDiagnose(create: (o: ClientOptions) => HoldfastClient) {
       const t0 = Date.now();
       const client = create({ ...base, transports: [transport], remember: false, maxAttempts: 1 });
       const r = await new Promise<DiagnoseResult>((resolve) => {
-        const done = (ok: boolean, e?: { code: string; message: string }) =>
+        const done = (ok: boolean, e?: { code: ErrorCode | 'timeout'; message: string }) =>
           resolve({ transport, ok, ms: ok ? Date.now() - t0 : null, code: e?.code ?? null, message: e?.message ?? null });
         const timer = setTimeout(
           () => done(false, { code: 'timeout', message: `no events flowed within ${timeoutMs} ms` }),

@@ -34,6 +34,7 @@ export type {
   Attempt,
   ClientOptions,
   Diagnostics,
+  ErrorCode,
   EventMap,
   GapInfo,
   HoldfastClient,

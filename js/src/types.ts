@@ -183,11 +183,44 @@ export interface HoldfastClient {
   close(): void;
 }
 
+/** Every `HoldfastError` code. The list is `ErrorCode` in src/engine/error.rs, whose tests
+ *  fail when this union differs from it (its last three are the wrapper's own codes, its
+ *  `WRAPPER_CODES`). New codes may be added: keep a default branch when switching on one. */
+export type ErrorCode =
+  | 'upgrade_refused'
+  | 'silent_after_open'
+  | 'closed_by_peer'
+  | 'idle_cutoff'
+  | 'sse_buffered'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'token_provider_failed'
+  | 'rate_limited'
+  | 'offline'
+  | 'bad_frame'
+  | 'frame_too_large'
+  | 'server_reset'
+  | 'heartbeat_timeout'
+  | 'open_timeout'
+  | 'network_error'
+  | 'http_error'
+  | 'server_error'
+  | 'outbox_full'
+  | 'send_failed'
+  | 'invalid_option'
+  | 'invalid_url'
+  | 'gave_up'
+  | 'closed'
+  | 'already_closed'
+  | 'internal'
+  | 'wasm_load_failed'
+  | 'not_connected';
+
 /** Every error Holdfast reports or throws. `code` is stable; `message` says what to do. */
 export class HoldfastError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly transport: TransportName | null;
-  constructor(code: string, message: string, transport?: TransportName | null) {
+  constructor(code: ErrorCode, message: string, transport?: TransportName | null) {
     super(message);
     this.name = 'HoldfastError';
     this.code = code;

@@ -345,8 +345,10 @@ test('close() closes the engine, rejects pending sends, drops listeners and free
   c.close();
   assert.equal(c.snapshot().status, 'closed');
   assert.deepEqual(states.at(-1), 'closed', 'the final state reaches listeners');
+  // Lifecycle vs misuse: the pending message failed because the client closed
+  // (`closed`); a send after close() is the app's mistake (`already_closed`).
   await assert.rejects(pending, (e) => e.code === 'closed');
-  await assert.rejects(c.send('y'), (e) => e.code === 'closed');
+  await assert.rejects(c.send('y'), (e) => e.code === 'already_closed');
   await tick();
   assert.ok(w.clients[0].freed, 'the wasm client was freed');
   c.close(); // idempotent

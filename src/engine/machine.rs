@@ -371,12 +371,12 @@ impl<D: Clone> Engine<D> {
     }
 
     /// Queues an upstream message. Fails with `outbox_full` when the outbox is full and
-    /// with `closed` after the client was closed.
+    /// with `already_closed` after the client was closed.
     pub fn send(&mut self, data: D, now: Millis) -> Result<MessageId, HoldfastError> {
         if self.phase == Phase::Closed {
             return Err(HoldfastError::new(
-                ErrorCode::Closed,
-                "the client is closed: create a new one to send",
+                ErrorCode::AlreadyClosed,
+                "send() after close(): create a new client to send",
             ));
         }
         if self.outbox.len() >= self.options.outbox_capacity {

@@ -1573,11 +1573,14 @@ fn closing_the_client_fails_pending_messages_and_stops_everything() {
     assert!(h
         .events
         .iter()
-        .any(|e| matches!(e, AppEvent::SendFailed { msg_id, .. } if *msg_id == a)));
+        .any(|e| matches!(e, AppEvent::SendFailed { msg_id, error }
+            if *msg_id == a && error.code == ErrorCode::Closed)));
     assert_eq!(h.e.poll_timeout(), None);
+    // A pending message fails as `closed` (the lifecycle); a send after close() is the
+    // app's mistake: `already_closed`.
     assert_eq!(
         h.e.send(json!(2), h.now).unwrap_err().code,
-        ErrorCode::Closed
+        ErrorCode::AlreadyClosed
     );
     h.input(Input::Start);
     assert!(h.open.is_empty());
