@@ -680,13 +680,17 @@ async fn ws_session(app: Arc<App>, mut socket: WebSocket, a: Admitted) {
             .iter()
             .map(|e| e.frame.len() + 1)
             .sum::<usize>()
-            + 2;
-        let Some(_held) = app.hub.budget().reserve(size) else {
-            tokio::select! {
-                _ = shutdown.changed() => {}
-                _ = tokio::time::sleep(BUDGET_WAIT) => {}
+            + batch.reset.as_ref().map_or(0, |_| 128);
+        // Nothing to send: no reservation, on to the wait below (heartbeats, client frames).
+        let _held = match (size > 0).then(|| app.hub.budget().reserve(size)) {
+            Some(None) => {
+                tokio::select! {
+                    _ = shutdown.changed() => {}
+                    _ = tokio::time::sleep(BUDGET_WAIT) => {}
+                }
+                continue;
             }
-            continue;
+            held => held.flatten(),
         };
         note_batch(&app, &batch, Transport::Ws);
         cursor = batch.cursor;
