@@ -1,11 +1,17 @@
 //! HTTP surface: the three subscriber rungs, upstream send, publish, health and metrics.
 //!
-//! Every rung follows one loop: admit (rate, per-IP and global limits) → check the token →
-//! position the cursor (hello) → repeatedly read the retained events after the cursor and
-//! write them in batches, waiting on the topic's wake-up, the client, the heartbeat timer and
-//! shutdown. Refusals on HTTP rungs are statuses with JSON bodies; on the WebSocket rung the
-//! upgrade is accepted and the socket closed with a code, because a browser cannot see the
-//! status of a refused upgrade.
+//! Every rung follows one loop: admit (the address's request rate, then its token, failures
+//! counted against the address, then per-IP and global connection caps; a new topic only
+//! within the address's allowance) → position the cursor (hello) → repeatedly read the
+//! retained events after the cursor and write them in batches of at most 256 KiB, each
+//! reserved from the memory budget until written, waiting on the topic's wake-up, the
+//! client, the heartbeat timer and shutdown. An SSE response is produced as hyper asks for
+//! it, so a client that does not read costs no more than what its socket buffers hold.
+//! Refusals on HTTP rungs are statuses with JSON bodies (every error body is §7 JSON, see
+//! [`json_errors`]); on the WebSocket rung the upgrade is accepted and the socket closed with
+//! a code, because a browser cannot see the status of a refused upgrade (a foreign `Origin`
+//! is the exception: 403, nothing to tell that page). The client address is the peer's, or
+//! read from trusted proxies' headers ([`client_ip`]).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
