@@ -7,11 +7,11 @@
 //! reserved from the memory budget until written, waiting on the topic's wake-up, the
 //! client, the heartbeat timer and shutdown. An SSE response is produced as hyper asks for
 //! it, so a client that does not read costs no more than what its socket buffers hold.
-//! Refusals on HTTP rungs are statuses with JSON bodies (every error body is §7 JSON, see
-//! [`json_errors`]); on the WebSocket rung the upgrade is accepted and the socket closed with
-//! a code, because a browser cannot see the status of a refused upgrade (a foreign `Origin`
-//! is the exception: 403, nothing to tell that page). The client address is the peer's, or
-//! read from trusted proxies' headers ([`client_ip`]).
+//! Refusals on HTTP rungs are statuses with JSON bodies (every error body is §7 JSON,
+//! axum's own rejections included); on the WebSocket rung the upgrade is accepted and the
+//! socket closed with a code, because a browser cannot see the status of a refused upgrade
+//! (a foreign `Origin` is the exception: 403, nothing to tell that page). The client
+//! address is the peer's, or read from trusted proxies' headers ([`client_ip`]).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
