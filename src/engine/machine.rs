@@ -228,6 +228,8 @@ const MAX_WAIT_MS: u64 = 3_600_000;
 const PROBE_BUFFER_MAX: usize = 4_096;
 /// Ids remembered for a probe's handover (see `handover`).
 const HANDOVER_MAX: usize = 8_192;
+/// The least wait after a 429 on a poll that names no `Retry-After`.
+const POLL_SLOWED_MIN_MS: u64 = 1_000;
 /// Minimum idle time before a death counts towards idle cut-off detection.
 const IDLE_MIN_MS: u64 = 5_000;
 
@@ -606,6 +608,10 @@ impl<D: Clone> Engine<D> {
             && self.delivery.cursor().is_some()
         {
             self.poll_gone(id, now);
+            return;
+        }
+        if t == Transport::Polling && status == 429 && c.role == Role::Session {
+            self.poll_slowed(id, retry_after, now);
             return;
         }
         let (code, action, msg) = classify_status(t, status, retry_after, error_code.as_deref());
@@ -2029,6 +2035,28 @@ impl<D: Clone> Engine<D> {
         }
         self.request_token();
         true
+    }
+
+    /// HTTP 429 on a poll of a working session: the server asks for fewer requests, not for
+    /// another connection. The session stays open and the next poll waits `Retry-After`
+    /// (at least [`POLL_SLOWED_MIN_MS`], plus up to a tenth of jitter).
+    fn poll_slowed(&mut self, id: ConnId, retry_after: Option<u64>, now: Millis) {
+        self.remove_conn(id, now, Some(CLOSE_NORMAL));
+        if self.session_conn == Some(id) {
+            self.session_conn = None;
+        }
+        let wait = retry_after
+            .unwrap_or(0)
+            .clamp(POLL_SLOWED_MIN_MS, MAX_WAIT_MS);
+        let wait = wait + self.rng.below_incl(wait / 10);
+        self.next_poll_at = Some(now + wait);
+        self.diagnostics.note(
+            now,
+            cat(&[
+                "the server asked for fewer polls (HTTP 429): the session stays open, next poll in ",
+                &secs(wait),
+            ]),
+        );
     }
 
     /// HTTP 410 Gone on a poll: the backend no longer holds what follows the cursor. That is

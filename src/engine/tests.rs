@@ -2489,3 +2489,57 @@ mod sse_content_type {
         assert_eq!(h.last_conn().1, Transport::Polling);
     }
 }
+
+// ----- polling under a rate limit -------------------------------------------------------
+
+mod polling_rates {
+    use super::*;
+
+    fn polling() -> H {
+        let mut o = opts();
+        o.transports = vec![Transport::Polling];
+        let mut h = H::started(o);
+        let p = h.connect_last();
+        h.closed(p, None);
+        h.advance_until_open();
+        h
+    }
+
+    #[test]
+    fn a_429_on_a_poll_slows_the_polls_without_an_error_or_a_reconnect() {
+        let mut h = polling();
+        let (p, _, _) = h.last_conn();
+        h.input(Input::HttpStatus {
+            conn: p,
+            status: 429,
+            retry_after_ms: Some(1_000),
+            error_code: Some("rate_limited".into()),
+        });
+        assert_eq!(h.status(), Status::Connected, "the session stays open");
+        assert!(h.errors().is_empty(), "{:?}", h.error_messages());
+        assert!(h
+            .notes()
+            .iter()
+            .any(|n| n.contains("fewer polls (HTTP 429)")));
+        assert!(!h.open.iter().any(|c| c.1 == Transport::Polling));
+        h.advance(999);
+        assert!(
+            !h.open.iter().any(|c| c.1 == Transport::Polling),
+            "Retry-After is honoured"
+        );
+        h.advance(101);
+        let (p2, t, _) = h.last_conn();
+        assert_eq!(t, Transport::Polling);
+        assert_ne!(p2, p);
+        // It goes on as before once the server answers.
+        h.opened(p2);
+        h.events_on(p2, &["1"]);
+        h.closed(p2, None);
+        assert_eq!(
+            h.open.len(),
+            1,
+            "a poll that brought events is followed at once"
+        );
+        assert_eq!(h.delivered(), ["1"]);
+    }
+}
