@@ -2003,21 +2003,7 @@ impl<D: Clone> Engine<D> {
             // The poll session goes on: its next request waits for the token.
             Role::Session if c.transport == Transport::Polling => self.session_conn = None,
             Role::Session => {
-                self.handover.clear();
-                self.session_rung = None;
-                self.session_conn = None;
-                self.probe_at = None;
-                self.healthy_at = None;
-                let rest: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
-                for id in rest {
-                    self.remove_conn(id, now, Some(CLOSE_NORMAL));
-                }
-                for p in self.outbox.iter_mut() {
-                    if p.state == SendState::OnConn(c.id) {
-                        p.state = SendState::Unsent;
-                    }
-                }
-                self.start_rung = c.rung;
+                self.end_session(c, now);
                 self.round_running = false;
             }
             _ => {
@@ -2206,16 +2192,17 @@ impl<D: Clone> Engine<D> {
         }
     }
 
-    fn session_lost(&mut self, c: Conn, err: HoldfastError, action: Action, now: Millis) {
-        self.emit_error(err.clone());
+    /// The session on `c` is over: everything else goes too (probes, a check), messages
+    /// sent on it wait for the next one, and the next round starts from its rung.
+    fn end_session(&mut self, c: &Conn, now: Millis) {
         self.handover.clear();
         self.session_rung = None;
         self.session_conn = None;
         self.next_poll_at = None;
         self.probe_at = None;
         self.healthy_at = None;
-        let probes: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
-        for id in probes {
+        let rest: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
+        for id in rest {
             self.remove_conn(id, now, Some(CLOSE_NORMAL));
         }
         for p in self.outbox.iter_mut() {
@@ -2224,6 +2211,11 @@ impl<D: Clone> Engine<D> {
             }
         }
         self.start_rung = c.rung;
+    }
+
+    fn session_lost(&mut self, c: Conn, err: HoldfastError, action: Action, now: Millis) {
+        self.emit_error(err.clone());
+        self.end_session(&c, now);
         self.note_stall(&c, &err, action, now);
         match action {
             Action::Now => self.start_round(now),

@@ -698,25 +698,25 @@ fn a_quiet_probe_takes_over_when_the_session_was_quiet_too_and_fails_when_the_se
     let p = h.connect_last();
     h.events_on(p, &["1"]);
     h.closed(p, None);
-    // The first probe opens and stays quiet while the poll session delivers: blocked.
-    let mut probe = None;
-    for _ in 0..400 {
-        h.advance(100);
-        for (c, t, _) in h.open.clone() {
-            match t {
-                Transport::Polling => {
-                    h.opened(c);
-                    h.closed(c, None);
+    // Answers every poll with nothing until a WebSocket probe is open.
+    fn next_probe(h: &mut H) -> ConnId {
+        for _ in 0..2_000 {
+            h.advance(100);
+            for (c, t, _) in h.open.clone() {
+                match t {
+                    Transport::Polling => {
+                        h.opened(c);
+                        h.closed(c, None);
+                    }
+                    Transport::WebSocket => return c,
+                    _ => {}
                 }
-                Transport::WebSocket if probe.is_none() => probe = Some(c),
-                _ => {}
             }
         }
-        if probe.is_some() {
-            break;
-        }
+        panic!("no probe of the WebSocket within 200 s");
     }
-    let probe = probe.expect("a probe of the WebSocket");
+    // The first probe opens and stays quiet while the poll session delivers: blocked.
+    let probe = next_probe(&mut h);
     h.opened(probe);
     h.advance(1_000);
     let poll = h.conn_of(Transport::Polling);
@@ -733,24 +733,7 @@ fn a_quiet_probe_takes_over_when_the_session_was_quiet_too_and_fails_when_the_se
         .text
         .contains("probe of websocket failed: silent_after_open")));
     // The next probe opens while nothing is published: both quiet, it takes over.
-    let mut probe2 = None;
-    for _ in 0..2_000 {
-        h.advance(1_000);
-        for (c, t, _) in h.open.clone() {
-            match t {
-                Transport::Polling => {
-                    h.opened(c);
-                    h.closed(c, None);
-                }
-                Transport::WebSocket if probe2.is_none() => probe2 = Some(c),
-                _ => {}
-            }
-        }
-        if probe2.is_some() {
-            break;
-        }
-    }
-    let probe2 = probe2.expect("a second probe");
+    let probe2 = next_probe(&mut h);
     h.opened(probe2);
     h.advance(5_000);
     assert_eq!(h.e.snapshot().transport, Some(Transport::WebSocket));
