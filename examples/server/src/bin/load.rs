@@ -438,7 +438,7 @@ async fn fanout(
     )
     .await?;
     let client = Arc::new(HttpClient { port: server.port });
-    // ~100-byte events, as in PEERS.md.
+    // ~100-byte events: the size of a typical progress or log line, as in BENCHMARKS.md.
     let payload = serde_json::json!({"msg": "x".repeat(60), "n": 0});
     let start = Instant::now();
     let mut sent = 0;
