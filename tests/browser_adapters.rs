@@ -100,6 +100,8 @@ async fn websocket_adapter_probes_a_refused_upgrade_and_reports_its_http_status(
 #[wasm_bindgen_test]
 async fn websocket_adapter_reports_the_close_when_the_probe_learns_nothing() {
     // Nothing listens on port 9 (discard): the probe fails too, so the close is reported.
+    // Browsers block port 9: Chromium and Firefox fail the socket with a close (1006),
+    // WebKit with an `error` alone, which the adapter turns into that close (web/ws.rs).
     let rec = Recorder::new();
     let _ws = WsConn::open(C, "ws://127.0.0.1:9/realtime/ws", decoder(), rec.sink()).unwrap();
     rec.wait_for("the close", |inputs| !inputs.is_empty()).await;

@@ -6,11 +6,17 @@
 //! headers; 401/403: the token), reported as [`Input::HttpStatus`] for the engine to
 //! classify. When the probe learns nothing (no answer, a 2xx page) the close is reported
 //! as is. Dropping the adapter removes its handlers, closes the socket and aborts a probe.
+//!
+//! WebKit (Safari, every iOS browser) fails a socket it refuses early (a blocked port such
+//! as 9) with an `error` event and no `close` at all: the socket just turns CLOSED. So an
+//! `error` arms a short check, and a socket found CLOSED with no close event seen is
+//! reported as the close (1006) every other browser fires; a close is reported only once.
 
 use super::http::{self, Task};
 use super::json::Decoder;
 use super::Sink;
 use crate::engine::{ConnId, FrameError, Input};
+use gloo_timers::callback::Timeout;
 use js_sys::{ArrayBuffer, JsString, Uint8Array};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -23,8 +29,15 @@ pub struct WsConn {
     _on_open: Closure<dyn Fn()>,
     _on_message: Closure<dyn Fn(MessageEvent)>,
     _on_close: Closure<dyn Fn(CloseEvent)>,
+    _on_error: Closure<dyn Fn()>,
     _probe: Rc<RefCell<Option<Task>>>,
+    /// The check armed by `error` for a close event that may never come (WebKit).
+    _no_close_check: Rc<RefCell<Option<Timeout>>>,
 }
+
+/// How long after `error` a socket already CLOSED may still fire its close event. Browsers
+/// that fire one do so at once (Chromium and Firefox in the same task, WebKit in the next).
+const CLOSE_AFTER_ERROR_MS: u32 = 100;
 
 impl WsConn {
     /// Opens `url`. `Err` holds why the browser refused to even try (a bad URL, a blocked
@@ -68,27 +81,49 @@ impl WsConn {
         });
         let p = probe.clone();
         let probe_url = http_url(url);
-        let on_close = Closure::<dyn Fn(CloseEvent)>::new(move |e: CloseEvent| {
+        let ended = Rc::new(Cell::new(false));
+        let closed_with = Rc::new(move |code: u16, reason: String| {
+            if ended.replace(true) {
+                return;
+            }
             let closed = Input::Closed {
                 conn,
-                code: Some(e.code()),
-                reason: e.reason(),
+                code: Some(code),
+                reason,
             };
-            match (&probe_url, opened.get() || e.code() != 1006) {
+            match (&probe_url, opened.get() || code != 1006) {
                 (Some(u), false) => *p.borrow_mut() = Some(probe_upgrade(u, closed, sink.clone())),
                 _ => sink(closed),
             }
         });
+        let c = closed_with.clone();
+        let on_close =
+            Closure::<dyn Fn(CloseEvent)>::new(move |e: CloseEvent| c(e.code(), e.reason()));
+        // `error` carries nothing more than the close that follows it, except in WebKit,
+        // where no close may follow (see the module's documentation).
+        let no_close_check: Rc<RefCell<Option<Timeout>>> = Rc::default();
+        let check = no_close_check.clone();
+        let socket = ws.clone();
+        let on_error = Closure::<dyn Fn()>::new(move || {
+            let (c, socket) = (closed_with.clone(), socket.clone());
+            *check.borrow_mut() = Some(Timeout::new(CLOSE_AFTER_ERROR_MS, move || {
+                if socket.ready_state() == WebSocket::CLOSED {
+                    c(1006, String::new());
+                }
+            }));
+        });
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-        // `onerror` always precedes `onclose` and carries nothing more: not listened to.
+        ws.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         Ok(WsConn {
             ws,
             _on_open: on_open,
             _on_message: on_message,
             _on_close: on_close,
+            _on_error: on_error,
             _probe: probe,
+            _no_close_check: no_close_check,
         })
     }
 
@@ -142,6 +177,7 @@ impl Drop for WsConn {
         self.ws.set_onopen(None);
         self.ws.set_onmessage(None);
         self.ws.set_onclose(None);
+        self.ws.set_onerror(None);
         if self.ws.ready_state() <= WebSocket::OPEN {
             self.close(1000);
         }
