@@ -66,6 +66,11 @@ pub fn ensure_for_suites(ctx: &Ctx, suites: &[&str]) -> Result<(), String> {
     }
     ensure_apt_packages(&apt)?;
     if wants("browser") {
+        if let Err(e) = ensure_webkit() {
+            // Not fatal here: the browser suite still runs in Chromium and Firefox and
+            // counts WebKit as one failure (browser_suite).
+            println!("==> install: WebKit could not be installed: {e}");
+        }
         ensure_geckodriver()?;
         ensure_wasm_target()?;
         ensure_wasm_bindgen_cli(ctx)?;
@@ -338,6 +343,49 @@ pub fn locked_version(root: &Path, crate_name: &str) -> Result<String, String> {
     Err(format!(
         "{crate_name} is not in Cargo.lock; run `cargo generate-lockfile`"
     ))
+}
+
+/// WebKit for the browser suite: WebKitGTK's WebDriver and its MiniBrowser (Debian's
+/// `webkit2gtk-driver`, which pulls in `libwebkit2gtk-4.1-0`), run under Xvfb because
+/// MiniBrowser has no headless mode (`xvfb`, and `xauth`, which `xvfb-run` needs but `xvfb`
+/// only recommends). Installing needs root; without it the error names the packages.
+const WEBKIT_APT: &[(&str, &str)] = &[
+    ("webkit2gtk-driver", "/usr/bin/WebKitWebDriver"),
+    ("xvfb", "/usr/bin/xvfb-run"),
+    ("xauth", "/usr/bin/xauth"),
+];
+
+fn ensure_webkit() -> Result<(), String> {
+    let missing: Vec<&str> = WEBKIT_APT
+        .iter()
+        .filter(|(_, bin)| !Path::new(bin).exists())
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let is_root = capture(Command::new("id").arg("-u"))
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false);
+    if !is_root {
+        return Err(format!(
+            "missing system packages: {}. Install them with: sudo apt-get install -y {}",
+            missing.join(", "),
+            missing.join(" ")
+        ));
+    }
+    step(&format!("apt-get install {} (WebKit)", missing.join(" ")));
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// WebKitWebDriver and xvfb-run, when both are installed (`ensure_webkit`).
+pub fn webkit_driver() -> Option<(PathBuf, PathBuf)> {
+    let found = |bin: &str| Some(PathBuf::from(bin)).filter(|p| p.exists());
+    Some((found(WEBKIT_APT[0].1)?, found(WEBKIT_APT[1].1)?))
 }
 
 /// Chromedriver for wasm-bindgen-test-runner.

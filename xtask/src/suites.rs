@@ -8,8 +8,9 @@
 //!               (`node --test js/test/`), no browser.
 //! - `fuzz`    — each cargo-fuzz target of the engine (SSE parser, frame decoder, engine
 //!               inputs) for a bounded time; a clean run counts as one passed test.
-//! - `browser` — wasm-bindgen-test files `tests/browser_*.rs` in headless Chromium and then
-//!               headless Firefox, against a reference server this driver starts.
+//! - `browser` — wasm-bindgen-test files `tests/browser_*.rs` in headless Chromium, then
+//!               headless Firefox, then WebKit (WebKitGTK's MiniBrowser under Xvfb, driven
+//!               by WebKitWebDriver), against a reference server this driver starts.
 //! - `e2e`     — Playwright (playwright-core driving /usr/bin/chromium) loading the built npm
 //!               package: `node --test tests/e2e/ js/e2e/ examples/nextjs/test/` — the
 //!               reliability scenarios, the package in Vite/esbuild/script-tag/React pages,
@@ -233,7 +234,159 @@ fn browser_suite(ctx: &Ctx) -> Result<Counts, String> {
         counts.require_some(&format!("headless {browser}"));
         total.add(counts);
     }
+    total.add(webkit_browser_tests(ctx, &server.url));
     Ok(total)
+}
+
+/// The browser tests in WebKit: WebKitGTK's MiniBrowser, the engine of Safari and of every
+/// iOS browser. MiniBrowser has no headless mode, so its WebDriver runs under `xvfb-run`,
+/// started here on 127.0.0.1 and killed at the end (`WebKitDriver`). wasm-bindgen-test-runner
+/// reaches it as a remote "safaridriver" (`SAFARIDRIVER_REMOTE`): that path asks for a
+/// session with no capabilities, and WebKitWebDriver's default browser is MiniBrowser in
+/// automation mode. WebKit that is not installed or does not start counts as one failure:
+/// CI installs it (install.rs), so a missing browser there is a broken matrix.
+fn webkit_browser_tests(ctx: &Ctx, server_url: &str) -> Counts {
+    let failed = |why: &str| {
+        println!("--> WebKit skipped: {why}: counted as one failure");
+        Counts {
+            failed: 1,
+            ..Counts::default()
+        }
+    };
+    let Some((webdriver, xvfb_run)) = install::webkit_driver() else {
+        return failed("WebKitWebDriver or xvfb-run is not installed (see the install step above)");
+    };
+    let log = ctx.target_dir.join("webkit-webdriver.log");
+    let driver = match WebKitDriver::start(&webdriver, &xvfb_run, &log) {
+        Ok(d) => d,
+        Err(e) => return failed(&e),
+    };
+    println!("--> browser tests in WebKit (MiniBrowser under Xvfb)");
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "test",
+        "--no-fail-fast",
+        "-p",
+        "holdfast",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--test",
+        "browser_*",
+    ]);
+    // The runner takes the first *_REMOTE variable it finds (gecko before safari), then
+    // the local driver variables: only ours may be set.
+    for browser in [
+        "CHROMEDRIVER",
+        "GECKODRIVER",
+        "SAFARIDRIVER",
+        "MSEDGEDRIVER",
+    ] {
+        cmd.env_remove(browser)
+            .env_remove(format!("{browser}_REMOTE"));
+    }
+    cmd.env("SAFARIDRIVER_REMOTE", &driver.url)
+        .env("HOLDFAST_TEST_URL", server_url)
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
+        .current_dir(&ctx.root);
+    let mut counts = match stream_and_count(&mut cmd, BROWSER_LIMIT, parse_cargo_line) {
+        Ok(c) => c,
+        Err(e) => return failed(&e),
+    };
+    if counts.failed > 0 {
+        println!("    (WebKitWebDriver's log: {})", log.display());
+    }
+    counts.require_some("WebKit");
+    drop(driver);
+    counts
+}
+
+/// WebKitWebDriver under `xvfb-run -a` (a free display, no X over TCP), on a free port of
+/// 127.0.0.1, in a process group of its own. Dropping it ends the group: xvfb-run, Xvfb,
+/// the driver and any MiniBrowser it left. `timeout` bounds the group's life even if this
+/// driver dies first (a Ctrl-C does not reach another process group).
+struct WebKitDriver {
+    child: std::process::Child,
+    url: String,
+}
+
+impl WebKitDriver {
+    fn start(
+        webdriver: &std::path::Path,
+        xvfb_run: &std::path::Path,
+        log: &std::path::Path,
+    ) -> Result<WebKitDriver, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port on 127.0.0.1: {e}"))?
+            .port();
+        let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        // The X authority file beside the log (`-f`): without one, xvfb-run makes a
+        // temporary directory that only its own exit removes, and the group's TERM ends it
+        // before it can.
+        let lifetime = BROWSER_LIMIT + Duration::from_secs(120);
+        let child = Command::new("timeout")
+            .args(["-k", "5", &format!("{}s", lifetime.as_secs())])
+            .arg(xvfb_run)
+            .arg("-a")
+            .arg("-f")
+            .arg(log.with_extension("xauthority"))
+            .arg(webdriver)
+            .arg(format!("--port={port}"))
+            .arg("--host=127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("could not start {}: {e}", xvfb_run.display()))?;
+        let mut driver = WebKitDriver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = driver.child.try_wait() {
+                return Err(format!(
+                    "xvfb-run {} exited with {status} (log: {})",
+                    webdriver.display(),
+                    log.display()
+                ));
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(driver);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!(
+            "WebKitWebDriver did not listen on 127.0.0.1:{port} within 30 s (log: {})",
+            log.display()
+        ))
+    }
+}
+
+impl Drop for WebKitDriver {
+    fn drop(&mut self) {
+        // TERM first, so Xvfb removes its display's lock file; then KILL whatever of the
+        // group is left.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
 }
 
 fn e2e_suite(ctx: &Ctx) -> Result<Counts, String> {
