@@ -179,7 +179,7 @@ impl CrossCheck {
             return; // a server that ignores `since` repeats what the stream has
         }
         f.count += 1;
-        if f.newest.as_ref().map_or(true, |(k, _)| key > *k) {
+        if !matches!(&f.newest, Some((k, _)) if key <= *k) {
             f.newest = Some((key, id.into()));
         }
     }
@@ -231,7 +231,7 @@ impl CrossCheck {
             });
         }
         match f.newest {
-            Some((key, id)) if delivered.map_or(true, |d| key > d) => {
+            Some((key, id)) if !matches!(delivered, Some(d) if key <= d) => {
                 let count = f.count;
                 self.suspect = Some(Suspect {
                     target: f.target,
