@@ -311,14 +311,18 @@ struct Sim {
 const WAIVE_ADOPTED_CURSOR_DROPS: bool = true;
 
 /// Engine bug: a quiet WebSocket (FastAPI: a heartbeat 30 s after the last client frame)
-/// is given up as silent although its server is fine. The engine pings at the open and
-/// again 30 s later (the first ping has no pong deadline, so it learns only at +35 s that
-/// pings go unanswered); the second ping restarts the server's wait, so its first heartbeat
-/// comes at +60 s, and the engine's silence limit is 55 s, learned from the `hello`
-/// (`heartbeatMs` 25 s) of the reference SSE rung of the same schedule, not 65 s: the
-/// session is dropped every minute and the client is reconnecting when the schedule ends
-/// (seeds 1088, 10169, 16456, 23455 quiet websocket). The waiver excuses "connected at the
-/// end" when the last error is a heartbeat timeout on a quiet WebSocket.
+/// is given up as silent although its server is fine. The engine pings 30 s after the
+/// last frame it received, which is when such a server's heartbeat is due: the ping
+/// restarts the server's wait, so heartbeats come about 60 s apart. A heartbeat (any
+/// frame) clears the pong deadline, so the engine never learns that pings go unanswered
+/// and goes on pinging. (1) With the default silence limit, 65 s, a heartbeat more than
+/// 5 s on its way drops a healthy session (seed 90905 all quiet: pings at 555903 and
+/// 585909, dropped at 620939, the heartbeat arrives at 621084; seed 97583 live only).
+/// (2) The limit is 55 s when a `hello` on another rung of the schedule (the reference
+/// SSE, `heartbeatMs` 25 s) taught it: the session is dropped every minute and the client
+/// is reconnecting when the schedule ends (seeds 1088, 10169, 16456, 23455 quiet
+/// websocket). The waiver excuses "connected at the end" when the last error is a
+/// heartbeat timeout on a quiet WebSocket.
 const WAIVE_QUIET_WS_SILENCE: bool = true;
 
 /// Engine bug: a step-down from the last rung of the ladder has no rung to go to and
