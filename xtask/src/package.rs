@@ -51,20 +51,41 @@ fn run_cmd(step: &str, cmd: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The size build: the standard library rebuilt with panics that trap at once (no panic
+/// or formatting machinery, no panic message: the wrapper recovers a trapped client, see
+/// `take_trap`) and without source locations. Measured on Rust 1.95.0, 2026-12-06, as the
+/// download for `createClient` (gzip) built without each part, the rest kept:
+/// all of it 8.9 KB (the stable build: 85.0 KB instead of 76.1 KB);
+/// `-Cpanic=immediate-abort` 4.4 KB; `-Zlocation-detail=none` 0.4 KB (4.9 KB without
+/// immediate-abort: the two overlap); `-Zbuild-std` alone nothing (it is what lets std be
+/// built with immediate-abort). Dropped after the same measurement:
+/// `-Zbuild-std-features=optimize_for_size` (15 B smaller without it) and
+/// `-Zfmt-debug=none` (not one byte: nothing formats `{:?}` in the package). These are
+/// unstable flags: `RUSTC_BOOTSTRAP=1` scopes them to this one cargo call on the stable
+/// toolchain, with its `rust-src` component (install.rs adds it). A Rust release may
+/// change or refuse them, so a failed size build falls back to the stable one
+/// ([`build_wasm`]).
+const SIZE_ARGS: &[&str] = &[
+    "-Zbuild-std=std,panic_abort",
+    // Appended to the target's rustflags in .cargo/config.toml (arrays merge).
+    "--config",
+    "target.wasm32-unknown-unknown.rustflags=[\"-Zunstable-options\", \"-Cpanic=immediate-abort\", \"-Zlocation-detail=none\"]",
+];
+
+/// What the stable build costs, as measured (see [`SIZE_ARGS`]); printed when it is used.
+const STABLE_COST: &str = "larger (the package's createClient download by 8.9 KB gzip: \
+     85.0 KB instead of 76.1 KB, measured on Rust 1.95.0)";
+
 /// Builds the package. `target_dir` is the Cargo target directory to build in. The tools
 /// (wasm-bindgen-cli at the locked version, npm packages) are installed by the caller
 /// through `install::ensure_build_tools`.
-/// Panics trap without a message or location, and `{:?}` prints nothing: the package
-/// formats no Debug output (messages are built without `format!`, see engine::util).
-const SIZE_RUSTFLAGS: &str = "target.wasm32-unknown-unknown.rustflags=[\"-Zunstable-options\", \"-Cpanic=immediate-abort\", \"-Zfmt-debug=none\", \"-Zlocation-detail=none\"]";
-
 pub fn run(root: &Path, target_dir: &Path) -> Result<PackageReport, String> {
     if !root.join("node_modules/.bin/esbuild").exists() {
         run_cmd("npm ci", Command::new("npm").arg("ci").current_dir(root))?;
     }
 
     let glue_dir = root.join("js/wasm");
-    build_wasm(
+    let (_, _, fallback) = build_wasm(
         root,
         target_dir,
         &root.join("Cargo.toml"),
@@ -122,6 +143,9 @@ pub fn run(root: &Path, target_dir: &Path) -> Result<PackageReport, String> {
         pkg_dir.display(),
         tarball.display()
     );
+    if let Some(warning) = fallback {
+        println!("{warning}");
+    }
     Ok(PackageReport {
         package_dir: pkg_dir,
         tarball,
@@ -143,7 +167,15 @@ fn copy_licenses(root: &Path, pkg_dir: &Path) -> Result<(), String> {
 /// Steps 1–3 of a package build, for any crate of the shape of `holdfast` (the package, and
 /// the size floor in `bench/size-floor`): builds `manifest`'s cdylib `crate_name.wasm`, runs
 /// wasm-bindgen into `out_dir` as `out_name.js` + `out_name_bg.wasm`, then wasm-opt and
-/// short names. Returns the paths of the glue and the wasm.
+/// short names. Returns the paths of the glue and the wasm, and the warning to repeat
+/// beside the size report when the size build failed and the stable one was used.
+///
+/// The size build ([`SIZE_ARGS`]) is tried first. When it fails (a Rust release that
+/// changed an unstable flag, no `rust-src`) the same crate is built without those flags,
+/// which stable Rust supports: a working package, larger by [`STABLE_COST`], and a one-line
+/// warning. When that fails too, the code is at fault and its error is the one returned.
+/// `HOLDFAST_STABLE_BUILD=1` skips the size build (to check the stable one, or to build
+/// on a toolchain known to refuse the flags).
 pub fn build_wasm(
     root: &Path,
     target_dir: &Path,
@@ -151,36 +183,54 @@ pub fn build_wasm(
     crate_name: &str,
     out_dir: &Path,
     out_name: &str,
-) -> Result<(PathBuf, PathBuf), String> {
-    // 1. The wasm, small over fast (see [profile.wasm-release]). The standard library is
-    //    rebuilt for size with panics that trap at once: that drops std's panic and
-    //    formatting machinery, 9.6 KB of the 72.8 KB gzip wasm (measured 2026-12-06). The
-    //    wrapper recovers a trapped client without a panic message (see `take_trap`).
-    //    These are unstable flags; RUSTC_BOOTSTRAP scopes them to this one build, on the
-    //    stable toolchain, with the `rust-src` component that install.rs adds.
-    run_cmd(
-        "cargo build (wasm32, wasm-release, std rebuilt for size)",
-        Command::new("cargo")
-            .arg("build")
+) -> Result<(PathBuf, PathBuf, Option<String>), String> {
+    // 1. The wasm, small over fast (see [profile.wasm-release]).
+    let cargo = |size: bool| {
+        let mut cmd = Command::new("cargo");
+        cmd.arg("build")
             .arg("--manifest-path")
             .arg(manifest)
             .args(["-p", crate_name])
-            .args([
-                "--lib",
-                "--target",
-                "wasm32-unknown-unknown",
-                "--profile",
-                "wasm-release",
-                "-Zbuild-std=std,panic_abort",
-                "-Zbuild-std-features=optimize_for_size",
-                // Appended to the target's rustflags in .cargo/config.toml (arrays merge).
-                "--config",
-                SIZE_RUSTFLAGS,
-            ])
-            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["--lib", "--target", "wasm32-unknown-unknown"])
+            .args(["--profile", "wasm-release"])
             .env("CARGO_TARGET_DIR", target_dir)
-            .current_dir(root),
-    )?;
+            .current_dir(root);
+        if size {
+            cmd.args(SIZE_ARGS).env("RUSTC_BOOTSTRAP", "1");
+        }
+        cmd
+    };
+    let size_build = if std::env::var_os("HOLDFAST_STABLE_BUILD").is_some_and(|v| v == "1") {
+        Err("skipped (HOLDFAST_STABLE_BUILD=1)".to_string())
+    } else {
+        run_cmd(
+            "cargo build (wasm32, wasm-release, std rebuilt for size)",
+            &mut cargo(true),
+        )
+        .map(|_| ())
+    };
+    let fallback = match size_build {
+        Ok(()) => None,
+        Err(size_error) => {
+            run_cmd(
+                "cargo build (wasm32, wasm-release, stable)",
+                &mut cargo(false),
+            )
+            .map_err(|e| {
+                format!(
+                    "{e}\n(the size build failed first: {})",
+                    first_error(&size_error)
+                )
+            })?;
+            let warning = format!(
+                "warning: {crate_name} was built without the size flags (std rebuilt for size, \
+                 panics that trap at once): {STABLE_COST}. The size build: {}",
+                first_error(&size_error)
+            );
+            eprintln!("{warning}");
+            Some(warning)
+        }
+    };
     let wasm = target_dir.join(format!(
         "wasm32-unknown-unknown/wasm-release/{crate_name}.wasm"
     ));
@@ -221,7 +271,17 @@ pub fn build_wasm(
     // appear twice (glue and wasm) and do not compress.
     let glue = out_dir.join(format!("{out_name}.js"));
     shorten_names(&glue, &bg, &format!("./{out_name}_bg.js"))?;
-    Ok((glue, bg))
+    Ok((glue, bg, fallback))
+}
+
+/// The line of a failed command's output that says why (its first `error`), or its first line.
+fn first_error(output: &str) -> &str {
+    output
+        .lines()
+        .find(|l| l.trim_start().starts_with("error"))
+        .or_else(|| output.lines().next())
+        .unwrap_or("")
+        .trim()
 }
 
 /// `cargo xtask size-floor`: the engine alone (bench/size-floor), built like the package.
@@ -229,7 +289,7 @@ pub fn build_wasm(
 /// Returns the directory holding `floor_bg.wasm` and the minified glue `floor.min.js`.
 pub fn size_floor(root: &Path, target_dir: &Path) -> Result<PathBuf, String> {
     let out_dir = target_dir.join("size-floor");
-    let (glue, bg) = build_wasm(
+    let (glue, bg, fallback) = build_wasm(
         root,
         target_dir,
         &root.join("bench/size-floor/Cargo.toml"),
@@ -262,6 +322,9 @@ pub fn size_floor(root: &Path, target_dir: &Path) -> Result<PathBuf, String> {
         wasm.gzip + glue.gzip,
         wasm.brotli + glue.brotli
     );
+    if let Some(warning) = fallback {
+        println!("{warning}");
+    }
     Ok(out_dir)
 }
 
