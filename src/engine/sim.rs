@@ -255,6 +255,8 @@ struct Sim {
     /// open, and how many events each conn delivered (see `final_checks`).
     carried: BTreeMap<ConnId, Vec<usize>>,
     delivered_by: BTreeMap<ConnId, usize>,
+    /// Stream conns that brought events while they were the client's session.
+    session_streams: BTreeSet<ConnId>,
     /// The log positions skipped behind gaps, as `[from, to)`: a conn that brings one
     /// later (a probe's replay from before the reset) cannot deliver it in order.
     gap_skipped: Vec<(usize, usize)>,
@@ -449,6 +451,7 @@ impl Sim {
             owed_from: None,
             carried: BTreeMap::new(),
             delivered_by: BTreeMap::new(),
+            session_streams: BTreeSet::new(),
             skipped: 0,
             blocked: 0,
             gap_skipped: Vec::new(),
@@ -1214,6 +1217,17 @@ impl Sim {
                         _ => None,
                     });
                     self.carried.entry(*conn).or_default().extend(got);
+                    // A stream of the transport the client is connected on is its session
+                    // (a probe is of another rung, a check polls, and the session before it
+                    // was closed first).
+                    let snap = self.e.snapshot();
+                    let t = self.conns.get(conn).map(|s| s.transport);
+                    if snap.status == Status::Connected
+                        && t.is_some_and(|t| t != Transport::Polling)
+                        && snap.transport == t
+                    {
+                        self.session_streams.insert(*conn);
+                    }
                 }
                 Some(*conn)
             }
@@ -1649,10 +1663,12 @@ impl Sim {
             ));
         }
         // Whatever reached the engine on a conn it was still listening to is delivered, when
-        // that conn was a session (it delivered something) or is a stream still open at the
-        // end. For a live-only server this is the no-loss rule: it loses exactly what it
-        // never sent to a session of the client (published while none of its streams was
-        // open and delivering, and returned by no poll the client delivered from); a
+        // that conn was a session (it delivered something, or it is a stream that brought
+        // events while the client was connected on its transport) or is a stream still open
+        // at the end; events a gap skipped excepted (a late replay cannot come in order).
+        // For a live-only server this is the no-loss rule: it loses exactly what it never
+        // sent to a session of the client (published while none of its streams was open
+        // and the session, and returned by no poll the client delivered from); a
         // cross-check poll's events are evidence, never delivered, so they do not count.
         // For every other kind it follows from the stricter rules above, and is checked
         // all the same.
@@ -1665,7 +1681,8 @@ impl Sim {
                 .is_some_and(|s| s.alive && s.transport != Transport::Polling)
                 && !self.engine_closed.contains(c)
                 && !self.peer_closed.contains(c);
-            if !(delivering || open_stream) {
+            let session = self.session_streams.contains(c);
+            if !(delivering || open_stream || session) {
                 continue;
             }
             let mut lost = None;
@@ -1687,6 +1704,8 @@ impl Sim {
                     "lost event {p}: it reached the engine on {c:?}, which {}, and was never delivered",
                     if delivering {
                         "delivered other events"
+                    } else if session {
+                        "was the session stream"
                     } else {
                         "is still open"
                     }
