@@ -162,6 +162,11 @@ impl CrossCheck {
         });
     }
 
+    /// A check is out.
+    pub fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
     pub fn is_check(&self, conn: ConnId) -> bool {
         self.in_flight.as_ref().is_some_and(|f| f.conn == conn)
     }
@@ -219,7 +224,11 @@ impl CrossCheck {
                     self.baseline = Some(b);
                     Verdict::Baseline
                 }
-                _ if f.unordered => {
+                Some(_) => {
+                    self.off = true;
+                    Verdict::Unusable
+                }
+                None if f.unordered => {
                     self.off = true;
                     Verdict::Unusable
                 }

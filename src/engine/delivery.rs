@@ -104,6 +104,17 @@ impl Delivery {
         }
     }
 
+    /// A `hello`'s cursor or a cross-check's baseline names where the server is: when the
+    /// client has delivered nothing yet, reconnects resume from there (instead of "only new
+    /// events"). It is a resume point, not a filter: nothing was delivered, so nothing can
+    /// be a repeat, and an older event still on its way on another connection is new to
+    /// the app. (`Options::since`, which the app had, is a filter: [`Delivery::adopt`].)
+    pub fn adopt_resume_point(&mut self, cursor: &str) {
+        if self.cursor.is_none() && self.baseline.is_none() && self.window.is_empty() {
+            self.cursor = Some(cursor.into());
+        }
+    }
+
     /// A server reset. Returns `false` when it repeats the previous one (no new gap).
     /// Without `oldest` only new events follow (`unknown_cursor`): the cursor becomes the
     /// connection's hello cursor, so the next reconnect does not send the unknown one again.

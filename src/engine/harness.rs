@@ -18,6 +18,8 @@ pub struct H {
     pub upstream: Vec<(ConnId, String)>,
     pub posts: Vec<String>,
     pub timeouts: u32,
+    /// The test answers the first baseline poll itself (see `started`).
+    pub answer_baseline: bool,
 }
 
 pub fn opts() -> Options {
@@ -46,12 +48,30 @@ impl H {
             upstream: Vec::new(),
             posts: Vec::new(),
             timeouts: 0,
+            answer_baseline: false,
         }
     }
 
+    /// Starts the client. A client with no cursor asks where the server is before its
+    /// first stream (a baseline poll); the harness refuses that poll unless
+    /// `answer_baseline` is set, so most tests see the ladder start at once.
     pub fn started(o: Options) -> H {
         let mut h = H::new(o);
         h.input(Input::Start);
+        h
+    }
+
+    /// Starts the client and answers its first baseline poll with `items`.
+    pub fn started_with_baseline(o: Options, items: Vec<Item<Value>>) -> H {
+        let mut h = H::new(o);
+        h.answer_baseline = true;
+        h.input(Input::Start);
+        let c =
+            h.e.first_baseline_poll()
+                .expect("a baseline poll before the first stream");
+        h.opened(c);
+        h.items(c, items);
+        h.closed(c, None);
         h
     }
 
@@ -96,6 +116,21 @@ impl H {
     pub fn input(&mut self, i: Input<Value>) {
         self.e.handle(i, self.now);
         self.drain();
+        if !self.answer_baseline {
+            if let Some(c) = self.e.first_baseline_poll() {
+                self.open.retain(|(x, _, _)| *x != c);
+                self.e.handle(
+                    Input::HttpStatus {
+                        conn: c,
+                        status: 404,
+                        retry_after_ms: None,
+                        error_code: None,
+                    },
+                    self.now,
+                );
+                self.drain();
+            }
+        }
     }
 
     /// Moves time forward by `ms`, firing every timer the engine asks for on the way.

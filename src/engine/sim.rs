@@ -310,7 +310,10 @@ struct Sim {
 /// kept: the hello is adopted and the replay dropped, 15 events the server still held lost
 /// behind the gap (seeds 21777, 31981, 38474 short poll). The waiver excuses an event at
 /// or before an adopted cursor, in `carried`'s check and in a skip.
-const WAIVE_ADOPTED_CURSOR_DROPS: bool = true;
+///
+/// Fixed: a hello's or a check's cursor is a resume point, not a filter (`Delivery::adopt_resume_point`). The switch stays, off, so the seeds above can be rerun against an engine that
+/// has the bug again.
+const WAIVE_ADOPTED_CURSOR_DROPS: bool = false;
 
 /// Engine bug: a quiet WebSocket (FastAPI: a heartbeat 30 s after the last client frame)
 /// is given up as silent although its server is fine. The engine pings 30 s after the
@@ -325,7 +328,10 @@ const WAIVE_ADOPTED_CURSOR_DROPS: bool = true;
 /// is reconnecting when the schedule ends (seeds 1088, 10169, 16456, 23455 quiet
 /// websocket). The waiver excuses "connected at the end" when the last error is a
 /// heartbeat timeout on a quiet WebSocket.
-const WAIVE_QUIET_WS_SILENCE: bool = true;
+///
+/// Fixed: a server that never answered a ping gets no more pings, and a heartbeat interval is learned per session. The switch stays, off, so the seeds above can be rerun against an engine that
+/// has the bug again.
+const WAIVE_QUIET_WS_SILENCE: bool = false;
 
 /// Engine bug: a step-down from the last rung of the ladder has no rung to go to and
 /// retries that rung forever; the rungs above (here polling, which the cross-checks
@@ -335,7 +341,10 @@ const WAIVE_QUIET_WS_SILENCE: bool = true;
 /// 7 s to 30 s, to the end (seed 8259 live only). The waiver excuses "connected at the
 /// end" when the last error is a cross-check's step-down on the last rung of a live-only
 /// schedule.
-const WAIVE_STEP_DOWN_FROM_LAST_RUNG: bool = true;
+///
+/// Fixed: a blocked last rung steps down to the polling rung (`rung_below`). The switch stays, off, so the seeds above can be rerun against an engine that
+/// has the bug again.
+const WAIVE_STEP_DOWN_FROM_LAST_RUNG: bool = false;
 
 /// A fixed index per transport (`Transport` has no order of its own).
 fn rung_index(t: Transport) -> usize {
@@ -1104,10 +1113,12 @@ impl Sim {
                 }
                 // The next event due: after the last one delivered; before the first, after
                 // the cursor the client held (adopted from a hello, a poll's cursor or a
-                // cross-check's baseline); with no cursor at all, wherever the server starts.
+                // cross-check's baseline: a resume point, not a filter, so an older event
+                // still on its way may come first, it is new to the app); with no cursor at
+                // all, wherever the server starts.
                 let next = match (self.delivered.last(), self.resume_from) {
                     (Some(q), _) => q + 1,
-                    (None, Some(r)) => r,
+                    (None, Some(r)) => r.min(p),
                     (None, None) => p,
                 };
                 if p < next {

@@ -1910,7 +1910,7 @@ fn an_in_band_websocket_refusal_is_reported_and_does_not_fall_back() {
         .any(|n| n.contains("refused the token: token_expired")));
     assert_eq!(h.count_cmd(|c| matches!(c, Command::RequestToken)), 2);
     assert!(
-        h.opens.iter().all(|o| o.2 == Transport::WebSocket),
+        h.opens.iter().all(|o| o.2 != Transport::Sse),
         "no fallback to SSE"
     );
     assert_eq!(h.count_cmd(|c| matches!(c, Command::Remember { .. })), 0);
@@ -2420,7 +2420,11 @@ mod bad_batch_entries {
         assert_eq!(h.errors(), [ErrorCode::BadFrame]);
         assert!(h.error_messages()[0].contains("skipped"));
         assert!(h.is_open(ws), "the socket stays");
-        assert_eq!(h.opens.len(), 1);
+        let streams = h.opens.iter().filter(|o| o.2 != Transport::Polling).count();
+        assert_eq!(
+            streams, 1,
+            "no second stream (the one poll asked for the baseline)"
+        );
     }
 }
 
@@ -2524,5 +2528,132 @@ mod polling_rates {
             "a poll that brought events is followed at once"
         );
         assert_eq!(h.delivered(), ["1"]);
+    }
+}
+
+// ----- the first baseline and adopted cursors ---------------------------------------------
+
+mod first_baseline {
+    use super::*;
+
+    fn poll_cursor(c: &str) -> Item<serde_json::Value> {
+        Item::Hello {
+            cursor: Some(c.into()),
+            heartbeat_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_client_without_a_cursor_asks_where_the_server_is_before_its_first_stream() {
+        let mut h = H::new(opts());
+        h.answer_baseline = true;
+        h.input(Input::Start);
+        assert_eq!(h.opens.len(), 1);
+        let (c, t, url) = h.last_conn();
+        assert_eq!(t, Transport::Polling);
+        assert_eq!(url, "https://app.example.com/realtime/poll?wait=0");
+        assert_eq!(h.e.first_baseline_poll(), Some(c));
+        h.opened(c);
+        h.items(c, vec![H::ev("3"), H::ev("4")]); // a short-poll backend: its whole history
+        h.closed(c, None);
+        assert!(
+            h.delivered().is_empty(),
+            "the baseline's events are not delivered"
+        );
+        let (_, t, url) = h.last_conn();
+        assert_eq!(t, Transport::WebSocket);
+        assert_eq!(url, "wss://app.example.com/realtime/ws?since=4");
+    }
+
+    #[test]
+    fn a_stream_blocked_from_the_start_steps_down_from_the_baseline_and_loses_nothing() {
+        let mut h = H::started_with_baseline(opts(), vec![poll_cursor("7")]);
+        let (ws, t, url) = h.last_conn();
+        assert_eq!(t, Transport::WebSocket);
+        assert!(url.ends_with("ws?since=7"), "{url}");
+        h.opened(ws); // 101, then nothing passes; 8 and 9 were published since it opened
+        h.advance(5_000);
+        let url = h.answer_check(vec![H::ev("8"), H::ev("9")]);
+        assert!(url.contains("since=7"), "{url}");
+        h.advance(1_000);
+        assert_eq!(h.errors(), [ErrorCode::SilentAfterOpen]);
+        let (sse, t, url) = h.last_conn();
+        assert_eq!(t, Transport::Sse);
+        assert!(url.ends_with("sse?since=7"), "{url}");
+        h.opened(sse);
+        h.events_on(sse, &["8", "9"]);
+        assert_eq!(h.delivered(), ["8", "9"]);
+        assert_eq!(h.gaps(), 0);
+    }
+
+    #[test]
+    fn a_baseline_poll_that_does_not_answer_in_time_does_not_hold_the_first_stream() {
+        let mut h = H::new(opts());
+        h.answer_baseline = true;
+        h.input(Input::Start);
+        h.advance(2_999);
+        assert_eq!(h.open.len(), 1, "still waiting for the baseline");
+        h.advance(1);
+        assert_eq!(
+            h.last_conn().1,
+            Transport::WebSocket,
+            "after timeouts.raceMs"
+        );
+        // The late answer is still a resume point (the best there is).
+        let c = h.open[0].0;
+        h.opened(c);
+        h.items(c, vec![poll_cursor("12")]);
+        h.closed(c, None);
+        assert_eq!(h.e.snapshot().cursor.as_deref(), Some("12"));
+        assert!(h
+            .notes()
+            .iter()
+            .any(|n| n.contains("learned after the stream opened")));
+    }
+
+    #[test]
+    fn an_adopted_cursor_is_a_resume_point_not_a_filter() {
+        let mut h = H::started(opts());
+        let (ws, _, _) = h.last_conn();
+        h.opened(ws);
+        h.hello(ws, Some("10"));
+        // An older event still on its way is new to the app: nothing was delivered yet.
+        h.events_on(ws, &["9", "11"]);
+        assert_eq!(h.delivered(), ["9", "11"]);
+        h.events_on(ws, &["9", "10", "11"]);
+        assert_eq!(
+            h.delivered(),
+            ["9", "11"],
+            "repeats of what was delivered are dropped"
+        );
+        // The since option is the app's own cursor: a filter.
+        let mut o = opts();
+        o.since = Some("10".into());
+        let mut h = H::started(o);
+        let (ws, _, _) = h.last_conn();
+        h.opened(ws);
+        h.events_on(ws, &["9", "11"]);
+        assert_eq!(h.delivered(), ["11"]);
+    }
+
+    #[test]
+    fn a_websocket_server_that_never_answers_a_ping_gets_no_more_pings() {
+        let mut o = opts();
+        o.transports = vec![Transport::WebSocket];
+        let mut h = H::started(o);
+        let (ws, _, _) = h.last_conn();
+        h.opened(ws);
+        assert_eq!(h.pings.len(), 1, "one at open: a pong would prove the path");
+        for _ in 0..5 {
+            h.advance(30_000);
+            h.items(ws, vec![Item::Heartbeat]); // its own heartbeat, every 30 s
+        }
+        assert_eq!(
+            h.pings.len(),
+            1,
+            "pings would restart the server's heartbeat timer"
+        );
+        assert!(h.is_open(ws));
+        assert!(h.errors().is_empty(), "{:?}", h.error_messages());
     }
 }

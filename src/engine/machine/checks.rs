@@ -5,6 +5,39 @@
 use super::*;
 
 impl<D: Clone> Engine<D> {
+    /// Before the first stream of a client with no cursor subscribes, learn where the
+    /// server is: one poll without a cursor (`wait=0`), answered before the stream is even
+    /// asked for, so its newest id cannot be past the stream's start. Adopted as the
+    /// cursor, it lets a stream that turns out blocked step down without losing what was
+    /// published since it opened (a baseline learned after the stream opened could be past
+    /// its start). Once per client; the round waits at most `timeouts.raceMs` (at least
+    /// 1 s) for it, and goes on without it when the poll fails.
+    pub(super) fn baseline_first(&mut self, now: Millis) -> bool {
+        if self.baseline_asked || self.delivery.cursor().is_some() {
+            return false;
+        }
+        let Some(&first) = self.ladder.get(self.round_next) else {
+            return false;
+        };
+        if first == Transport::Polling || self.check_interval(first) == 0 {
+            return false;
+        }
+        self.baseline_asked = true;
+        self.open_check(ConnId(0), now);
+        if !self.crosscheck.in_flight() {
+            return false;
+        }
+        self.baseline_wait = Some(now + self.options.timeouts.race_ms.max(1_000));
+        true
+    }
+
+    /// The round waited for the first baseline: open its first rung now.
+    pub(super) fn baseline_done(&mut self, now: Millis) {
+        if self.baseline_wait.take().is_some() && self.round_running {
+            self.open_next(now);
+        }
+    }
+
     /// The cross-check interval a new session on `t` starts with: `timeouts.firstFrameMs`
     /// (WebSocket) or `timeouts.sseFirstBytesMs` (SSE); 0 (no checks) for polling, or when
     /// the ladder has no polling rung to ask.
@@ -45,6 +78,12 @@ impl<D: Clone> Engine<D> {
             return;
         }
         self.crosscheck.failed(id, now);
+        if self.baseline_wait.is_some() {
+            // The first baseline failed before any stream: no session's checks to slow.
+            let first = self.ladder[self.round_next.min(self.ladder.len() - 1)];
+            self.crosscheck.new_session(self.check_interval(first));
+        }
+        self.baseline_done(now);
         let next = secs(self.crosscheck.interval_ms());
         self.diagnostics.note(
             now,
@@ -62,6 +101,7 @@ impl<D: Clone> Engine<D> {
         let Some(verdict) = self.crosscheck.finished(id, self.delivery.baseline(), now) else {
             return;
         };
+        let before_stream = self.baseline_wait.is_some();
         let t = self.session_rung.map_or("?", |r| self.ladder[r].as_str());
         match verdict {
             Verdict::Idle if !self.idle_noted => {
@@ -98,7 +138,13 @@ impl<D: Clone> Engine<D> {
             Verdict::Baseline => {
                 // As with a hello's cursor: a reconnect (or a step-down) resumes from here.
                 if let Some(b) = self.crosscheck.since(None).map(String::from) {
-                    self.delivery.adopt(&b);
+                    self.delivery.adopt_resume_point(&b);
+                }
+                if !before_stream {
+                    self.diagnostics.note(
+                        now,
+                        String::from("cross-check: the server's position was learned after the stream opened: a step-down resumes from there, and what was published in between could be missed if the stream is blocked"),
+                    );
                 }
             }
             Verdict::Unusable => self.diagnostics.note(
@@ -107,6 +153,7 @@ impl<D: Clone> Engine<D> {
             ),
             Verdict::Idle => {}
         }
+        self.baseline_done(now);
     }
 
     /// A cross-check saw events the session stream still has not delivered: it is blocked.

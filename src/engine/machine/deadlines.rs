@@ -28,6 +28,9 @@ impl<D: Clone> Engine<D> {
         if let Some(s) = self.crosscheck.suspect() {
             f(s.deadline, Due::Suspect);
         }
+        if let Some(at) = self.baseline_wait {
+            f(at, Due::BaselineWait);
+        }
         let t = &self.options.timeouts;
         for c in &self.conns {
             if c.transport == Transport::Polling {
@@ -128,6 +131,7 @@ impl<D: Clone> Engine<D> {
             Due::CrossCheck(id) if self.session_conn == Some(id) => self.open_check(id, now),
             Due::CrossCheck(_) => {}
             Due::Suspect => self.suspect_blocked(now),
+            Due::BaselineWait => self.baseline_done(now),
             Due::Ping(id) => self.ping_due(id, now),
             Due::Pong(id) if !self.ws_answers_pings => self.pings_unanswered(id, now),
             Due::Pong(id) => self.pong_missed(id, now),

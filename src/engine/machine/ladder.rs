@@ -71,6 +71,19 @@ impl<D: Clone> Engine<D> {
         }
     }
 
+    /// Where a blocked rung steps down to: the next one, or from the last rung of a
+    /// reordered ladder, the polling rung (the cross-checks that proved it blocked came
+    /// from there, so it works).
+    pub(super) fn rung_below(&self, rung: usize) -> Option<usize> {
+        if rung + 1 < self.ladder.len() {
+            return Some(rung + 1);
+        }
+        self.ladder
+            .iter()
+            .position(|t| *t == Transport::Polling)
+            .filter(|&p| p != rung)
+    }
+
     pub(super) fn start_round(&mut self, now: Millis) {
         if self.phase != Phase::Running || self.session_rung.is_some() {
             return;
@@ -92,6 +105,10 @@ impl<D: Clone> Engine<D> {
         }
         self.round_next = self.start_rung;
         self.round_running = true;
+        self.baseline_wait = None;
+        if self.baseline_first(now) {
+            return;
+        }
         self.open_next(now);
     }
 
@@ -268,6 +285,8 @@ impl<D: Clone> Engine<D> {
         self.session_rung = Some(rung);
         self.session_conn = Some(id);
         self.session_hello = None;
+        // A heartbeat interval is learned per session: another rung may be another server.
+        self.server_heartbeat = None;
         let interval = self.check_interval(t);
         self.crosscheck.new_session(interval);
         self.idle_noted = false;
@@ -471,15 +490,16 @@ impl<D: Clone> Engine<D> {
         self.note_stall(&c, &err, action, now);
         match action {
             Action::Now => self.start_round(now),
-            Action::StepDown if c.rung + 1 < self.ladder.len() => {
-                self.start_rung = c.rung + 1;
+            Action::StepDown if self.rung_below(c.rung).is_some() => {
+                let below = self.rung_below(c.rung).unwrap_or(c.rung);
+                self.start_rung = below;
                 self.demoted_at = Some(now);
                 self.probe_delay = self.options.probe.initial_ms;
                 let note = cat(&[
                     "stepping down from ",
                     c.transport.as_str(),
                     " to ",
-                    self.ladder[c.rung + 1].as_str(),
+                    self.ladder[below].as_str(),
                     ": ",
                     err.code.as_str(),
                 ]);

@@ -164,6 +164,13 @@ impl<D: Clone> Engine<D> {
 
     /// When the WebSocket has been quiet for the ping interval: ping it.
     pub(super) fn ping_due(&mut self, id: ConnId, now: Millis) {
+        if !self.ws_answers_pings {
+            // The ping sent at open went unanswered (or a frame came first and hid it): a
+            // server that answers no ping gets none, or our pings would keep restarting its
+            // own heartbeat timer (a FastAPI `wait_for(receive_text(), 30)` loop).
+            self.pings_unanswered(id, now);
+            return;
+        }
         let text = self.options.interop.ping_text.clone();
         let timeout = self.options.heartbeat.pong_timeout_ms;
         if let Some(c) = self.conn_mut(id) {

@@ -153,6 +153,8 @@ enum Due {
     CrossCheck(ConnId),
     /// A suspect stream did not deliver what the cross-check saw in time.
     Suspect,
+    /// The first baseline poll took too long: the round goes on without it.
+    BaselineWait,
 }
 
 /// The transport state machine. `D` is the event payload handle (`JsValue` in the browser,
@@ -229,6 +231,10 @@ pub struct Engine<D> {
     /// Data arrived since the last token refresh: the next 401 is an expiry, answered by a
     /// fresh token at once rather than an error and a backoff.
     auth_proven: bool,
+    /// The first baseline poll was sent (see `baseline_first`).
+    baseline_asked: bool,
+    /// The first round waits for it until then.
+    baseline_wait: Option<Millis>,
 
     outbox: VecDeque<Pending<D>>,
     post_retry_at: Option<Millis>,
@@ -341,6 +347,8 @@ impl<D: Clone> Engine<D> {
             speaks_first: vec![false; options.transports.len()],
             ws_answers_pings: false,
             auth_proven: false,
+            baseline_asked: false,
+            baseline_wait: None,
             outbox: VecDeque::new(),
             post_retry_at: None,
             post_attempt: 0,
@@ -467,6 +475,16 @@ impl<D: Clone> Engine<D> {
         self.phase == Phase::Closed
     }
 
+    /// Whether the first round waits for its baseline poll (a client with no cursor asks
+    /// where the server is before its first stream), and which conn that poll is.
+    pub fn first_baseline_poll(&self) -> Option<ConnId> {
+        self.baseline_wait?;
+        self.conns
+            .iter()
+            .find(|c| c.role == Role::Check && self.crosscheck.is_check(c.id))
+            .map(|c| c.id)
+    }
+
     /// Whether events are flowing now.
     pub fn is_connected(&self) -> bool {
         self.session_rung.is_some()
@@ -558,6 +576,7 @@ impl<D: Clone> Engine<D> {
     }
 
     fn close_all(&mut self, now: Millis) {
+        self.baseline_wait = None;
         let ids: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
         for id in ids {
             self.remove_conn(id, now, Some(CLOSE_NORMAL));

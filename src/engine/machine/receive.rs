@@ -243,7 +243,7 @@ impl<D: Clone> Engine<D> {
                 // An empty topic has no newest id: `0` asks for everything from the start,
                 // so events published before the next reconnect are not skipped.
                 let c = cursor.unwrap_or_else(|| String::from("0"));
-                self.delivery.adopt(&c);
+                self.delivery.adopt_resume_point(&c);
                 self.session_hello = Some(c);
                 if let Some(h) = heartbeat_ms {
                     if h > 0 {
