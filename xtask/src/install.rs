@@ -308,6 +308,12 @@ fn ensure_apt_packages(wanted: &[&str]) -> Result<(), String> {
         .filter(|(pkg, bin)| wanted.contains(pkg) && !Path::new(bin).exists())
         .map(|(pkg, _)| *pkg)
         .collect();
+    apt_install(&missing, "")
+}
+
+/// Installs Debian packages as root (`apt-get update` once per call, no recommends);
+/// without root the error names the packages to install. `label` is shown in the step line.
+fn apt_install(missing: &[&str], label: &str) -> Result<(), String> {
     if missing.is_empty() {
         return Ok(());
     }
@@ -321,11 +327,11 @@ fn ensure_apt_packages(wanted: &[&str]) -> Result<(), String> {
             missing.join(" ")
         ));
     }
-    step(&format!("apt-get install {}", missing.join(" ")));
+    step(&format!("apt-get install {}{label}", missing.join(" ")));
     run(Command::new("apt-get").arg("update").arg("-qq"))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
+        .args(missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
@@ -365,25 +371,7 @@ fn ensure_webkit() -> Result<(), String> {
         .filter(|(_, bin)| !Path::new(bin).exists())
         .map(|(pkg, _)| *pkg)
         .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let is_root = capture(Command::new("id").arg("-u"))
-        .map(|s| s.trim() == "0")
-        .unwrap_or(false);
-    if !is_root {
-        return Err(format!(
-            "missing system packages: {}. Install them with: sudo apt-get install -y {}",
-            missing.join(", "),
-            missing.join(" ")
-        ));
-    }
-    step(&format!("apt-get install {} (WebKit)", missing.join(" ")));
-    run(Command::new("apt-get").arg("update").arg("-qq"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    apt_install(&missing, " (WebKit)")
 }
 
 /// WebKitWebDriver and xvfb-run, when both are installed (`ensure_webkit`).
