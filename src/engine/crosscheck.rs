@@ -268,7 +268,8 @@ impl CrossCheck {
         }
     }
 
-    /// The stream delivered an event with ordering key `key` (`None`: unordered).
+    /// The stream delivered an event; `key` is the ordering key delivered up to (the
+    /// delivery baseline, already computed: no second parse of the id per event).
     pub fn stream_delivered(&mut self, key: Option<(u64, u64)>) {
         self.interval_ms = self.initial_ms;
         self.baseline = None;

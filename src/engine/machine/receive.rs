@@ -103,9 +103,17 @@ impl<D: Clone> Engine<D> {
             }
             return;
         }
-        let answered = items.iter().any(|i| matches!(i, Item::Pong));
-        let hello = items.iter().any(|i| matches!(i, Item::Hello { .. }));
-        let refusal_only = items.iter().all(|i| matches!(i, Item::ServerError { .. }));
+        // One pass over the batch for what it proves (a batch can hold a thousand events).
+        let (mut answered, mut hello, mut refusal_only, mut usable) = (false, false, true, false);
+        for i in &items {
+            match i {
+                Item::Pong => answered = true,
+                Item::Hello { .. } => hello = true,
+                _ => {}
+            }
+            refusal_only &= matches!(i, Item::ServerError { .. });
+            usable |= !matches!(i, Item::Malformed { id: None, .. });
+        }
         let Some(c) = self.conn_mut(id) else { return };
         c.spoke = true;
         c.last_rx = now;
@@ -117,11 +125,7 @@ impl<D: Clone> Engine<D> {
         // A poll that returned something is followed at once, except when all it held is a
         // bad entry without an id: the server sends that again for the same cursor, so
         // asking at once would loop; the normal interval applies.
-        if c.transport == Transport::Polling
-            && items
-                .iter()
-                .any(|i| !matches!(i, Item::Malformed { id: None, .. }))
-        {
+        if c.transport == Transport::Polling && usable {
             c.poll_items = true;
         }
         let (t, rung) = (c.transport, c.rung);
@@ -149,7 +153,7 @@ impl<D: Clone> Engine<D> {
         if !c.established {
             // A refusal is sent in-band before the close (`error` frame, then 4401): it
             // proves nothing about the rung, so it must not win the round.
-            if items.iter().all(|i| matches!(i, Item::ServerError { .. })) {
+            if refusal_only {
                 for item in items {
                     self.on_item(id, item, now);
                 }
@@ -227,8 +231,7 @@ impl<D: Clone> Engine<D> {
                         c.delivered = true;
                     }
                     self.delivered_count += 1;
-                    self.crosscheck
-                        .stream_delivered(eid.as_deref().and_then(order_key));
+                    self.crosscheck.stream_delivered(self.delivery.baseline());
                     self.app(AppEvent::Message {
                         id: eid,
                         kind,
@@ -301,8 +304,7 @@ impl<D: Clone> Engine<D> {
                 limit,
             } => {
                 if self.delivery.accept(eid.as_deref()) {
-                    self.crosscheck
-                        .stream_delivered(eid.as_deref().and_then(order_key));
+                    self.crosscheck.stream_delivered(self.delivery.baseline());
                     let mut msg = FrameError::TooLarge { size, limit }.describe();
                     msg.push_str("; skipped it");
                     let t = self.conn(id).map(|c| c.transport);
@@ -314,8 +316,7 @@ impl<D: Clone> Engine<D> {
             // A bad entry of a batch: reported in its place; its id, if any, moves the cursor.
             Item::Malformed { id: eid, error } => {
                 if self.delivery.accept(eid.as_deref()) {
-                    self.crosscheck
-                        .stream_delivered(eid.as_deref().and_then(order_key));
+                    self.crosscheck.stream_delivered(self.delivery.baseline());
                     let mut msg = error.describe();
                     msg.push_str("; skipped it");
                     let mut err = HoldfastError::new(error.code(), msg);
