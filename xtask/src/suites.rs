@@ -212,30 +212,45 @@ fn browser_suite(ctx: &Ctx) -> Result<Counts, String> {
     for (browser, variable, driver) in drivers {
         let driver = driver.ok_or_else(|| format!("the {browser} driver is not installed"))?;
         println!("--> browser tests in headless {browser}");
-        let mut cmd = Command::new("cargo");
-        cmd.args([
-            "test",
-            "--no-fail-fast",
-            "-p",
-            "holdfast",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--test",
-            "browser_*",
-        ])
-        .env_remove("CHROMEDRIVER")
-        .env_remove("GECKODRIVER")
-        .env_remove("SAFARIDRIVER")
-        .env(variable, driver)
-        .env("HOLDFAST_TEST_URL", &server.url)
-        .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
-        .current_dir(&ctx.root);
+        let mut cmd = wasm_browser_tests(ctx, &server.url);
+        cmd.env(variable, driver);
         let mut counts = stream_and_count(&mut cmd, BROWSER_LIMIT, parse_cargo_line)?;
         counts.require_some(&format!("headless {browser}"));
         total.add(counts);
     }
     total.add(webkit_browser_tests(ctx, &server.url));
     Ok(total)
+}
+
+/// `cargo test` of the wasm-bindgen-test files against the server at `server_url`, with
+/// every browser driver variable removed: wasm-bindgen-test-runner takes the first
+/// `*_REMOTE` it finds (gecko before safari), then the local ones, so the caller sets only
+/// its own.
+fn wasm_browser_tests(ctx: &Ctx, server_url: &str) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "test",
+        "--no-fail-fast",
+        "-p",
+        "holdfast",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--test",
+        "browser_*",
+    ]);
+    for browser in [
+        "CHROMEDRIVER",
+        "GECKODRIVER",
+        "SAFARIDRIVER",
+        "MSEDGEDRIVER",
+    ] {
+        cmd.env_remove(browser)
+            .env_remove(format!("{browser}_REMOTE"));
+    }
+    cmd.env("HOLDFAST_TEST_URL", server_url)
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
+        .current_dir(&ctx.root);
+    cmd
 }
 
 /// The browser tests in WebKit: WebKitGTK's MiniBrowser, the engine of Safari and of every
@@ -262,32 +277,8 @@ fn webkit_browser_tests(ctx: &Ctx, server_url: &str) -> Counts {
         Err(e) => return failed(&e),
     };
     println!("--> browser tests in WebKit (MiniBrowser under Xvfb)");
-    let mut cmd = Command::new("cargo");
-    cmd.args([
-        "test",
-        "--no-fail-fast",
-        "-p",
-        "holdfast",
-        "--target",
-        "wasm32-unknown-unknown",
-        "--test",
-        "browser_*",
-    ]);
-    // The runner takes the first *_REMOTE variable it finds (gecko before safari), then
-    // the local driver variables: only ours may be set.
-    for browser in [
-        "CHROMEDRIVER",
-        "GECKODRIVER",
-        "SAFARIDRIVER",
-        "MSEDGEDRIVER",
-    ] {
-        cmd.env_remove(browser)
-            .env_remove(format!("{browser}_REMOTE"));
-    }
-    cmd.env("SAFARIDRIVER_REMOTE", &driver.url)
-        .env("HOLDFAST_TEST_URL", server_url)
-        .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
-        .current_dir(&ctx.root);
+    let mut cmd = wasm_browser_tests(ctx, server_url);
+    cmd.env("SAFARIDRIVER_REMOTE", &driver.url);
     let mut counts = match stream_and_count(&mut cmd, BROWSER_LIMIT, parse_cargo_line) {
         Ok(c) => c,
         Err(e) => return failed(&e),

@@ -64,16 +64,10 @@ async fn publish_sized(s: &Server, topic: &str, n: usize, size: usize, per: usiz
     let mut sent = 0;
     while sent < n {
         let k = per.min(n - sent);
-        let body: Vec<Value> = (0..k)
-            .map(|i| json!({"type": "t", "data": {"n": sent + i, "pad": pad}}))
+        let events: Vec<(&str, Value)> = (0..k)
+            .map(|i| ("t", json!({"n": sent + i, "pad": pad})))
             .collect();
-        let res = http()
-            .post(s.url(&format!("/publish?topic={topic}")))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+        publish(s, topic, &events).await;
         sent += k;
     }
 }
